@@ -1,0 +1,28 @@
+package manager
+
+import (
+	"fmt"
+	"regexp"
+
+	"github.com/stowage/stowage/plugins/volume"
+)
+
+// MaxNameLength is the longest volume name accepted: a name is a file name
+// on the host, so it is bounded by NAME_MAX.
+const MaxNameLength = 255
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// ValidateName returns an ErrInvalid error unless name follows Docker's
+// rule for volume names.
+func ValidateName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: volume name is empty (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid)
+	case len(name) > MaxNameLength:
+		return fmt.Errorf("%w: volume name is %d characters long (at most %d)", volume.ErrInvalid, len(name), MaxNameLength)
+	case !nameRE.MatchString(name):
+		return fmt.Errorf("%w: volume name %q has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, name)
+	}
+	return nil
+}

@@ -1,0 +1,222 @@
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/volumed/api"
+)
+
+// Run probes every provider until ctx is done, so Providers reports their
+// health. It returns when ctx is done.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.probeInterval)
+	defer t.Stop()
+	for {
+		m.ProbeAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ProbeAll probes every provider once and records the result.
+func (m *Manager) ProbeAll(ctx context.Context) {
+	for _, name := range m.providerNames() {
+		p := m.providers[name]
+		pctx, cancel := context.WithTimeout(ctx, m.probeTimeout)
+		var info volume.Info
+		err := call(pctx, p, "probe", func(ctx context.Context) error {
+			var err error
+			if info, err = p.p.Info(ctx); err != nil {
+				return err
+			}
+			return p.p.Probe(ctx)
+		})
+		if err == nil {
+			_, err = p.capabilities(pctx)
+		}
+		cancel()
+		p.mu.Lock()
+		was, wasKnown := p.up, !p.checked.IsZero()
+		p.up, p.checked = err == nil, time.Now()
+		if err == nil {
+			p.info, p.lastErr = info, ""
+		} else {
+			p.lastErr = err.Error()
+		}
+		p.mu.Unlock()
+		switch {
+		case err != nil && (was || !wasKnown):
+			m.log.Warn("provider down", "provider", name, "err", err)
+		case err == nil && !was && wasKnown:
+			m.log.Info("provider up again", "provider", name)
+		}
+	}
+}
+
+// Providers describes every provider as last probed.
+func (m *Manager) Providers(ctx context.Context) []api.Provider {
+	counts := map[string]int{}
+	m.mu.Lock()
+	for _, r := range m.vols {
+		counts[r.Provider]++
+	}
+	m.mu.Unlock()
+	var out []api.Provider
+	for _, name := range m.providerNames() {
+		p := m.providers[name]
+		p.mu.Lock()
+		ap := api.Provider{
+			Name:      name,
+			Kind:      "builtin",
+			Driver:    p.info.Name,
+			Version:   p.info.Version,
+			State:     api.ProviderDown,
+			LastError: p.lastErr,
+			CheckedAt: p.checked,
+			Volumes:   counts[name],
+		}
+		if p.up {
+			ap.State = api.ProviderUp
+		}
+		p.mu.Unlock()
+		out = append(out, ap)
+	}
+	return out
+}
+
+// Reconcile compares the records with the host's mounts and with each
+// provider, logs every difference and repairs only volumed's own
+// bookkeeping: a volume recorded as mounted whose mount point is gone (the
+// host restarted) has its stale mount counts dropped. It never deletes data
+// and never unmounts anything.
+func (m *Manager) Reconcile(ctx context.Context) error {
+	m.mu.Lock()
+	names := make([]string, 0, len(m.vols))
+	for n := range m.vols {
+		names = append(names, n)
+	}
+	m.mu.Unlock()
+
+	known := map[string]bool{}
+	var errs []error
+	for _, name := range names {
+		known[name] = true
+		if err := m.reconcileVolume(ctx, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+
+	// Mount points nobody recorded are left alone, but said.
+	entries, err := os.ReadDir(m.mountsDir())
+	if err != nil {
+		errs = append(errs, fmt.Errorf("read %s: %w", m.mountsDir(), err))
+	}
+	for _, e := range entries {
+		if known[e.Name()] {
+			continue
+		}
+		path := filepath.Join(m.mountsDir(), e.Name())
+		if mounted, _ := m.isMounted(path); mounted {
+			m.log.Warn("reconcile: mount point of an unknown volume, left in place", "path", path)
+		}
+	}
+
+	for _, pname := range m.providerNames() {
+		p := m.providers[pname]
+		l, ok := p.p.(volume.Lister)
+		if !ok {
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, m.probeTimeout)
+		vols, err := l.List(lctx)
+		cancel()
+		if err != nil {
+			m.log.Warn("reconcile: list provider volumes", "provider", pname, "err", err)
+			continue
+		}
+		ids := map[string]bool{}
+		for _, v := range vols {
+			ids[v.ID] = true
+		}
+		recorded := map[string]bool{}
+		m.mu.Lock()
+		for _, r := range m.vols {
+			if r.Provider != pname || r.ID == "" {
+				continue
+			}
+			recorded[r.ID] = true
+			if !ids[r.ID] && r.State == api.StateReady {
+				m.log.Warn("reconcile: volume missing at its provider", "volume", r.Name, "provider", pname, "id", r.ID)
+			}
+		}
+		m.mu.Unlock()
+		for _, v := range vols {
+			if !recorded[v.ID] {
+				m.log.Warn("reconcile: provider has a volume volumed does not know, left in place", "provider", pname, "id", v.ID)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (m *Manager) reconcileVolume(ctx context.Context, name string) error {
+	unlock, err := m.lock(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	rec, ok := m.record(name)
+	if !ok {
+		return nil
+	}
+	switch rec.State {
+	case api.StateCreating:
+		m.log.Warn("reconcile: volume was being created when volumed stopped; create it again to finish or remove it", "volume", name)
+	case api.StateRemoving:
+		m.log.Warn("reconcile: volume was being removed when volumed stopped; remove it again to finish", "volume", name)
+	}
+	target := m.Mountpoint(name)
+	mounted, err := m.isMounted(target)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reconcile volume %q: %w", name, err)
+	}
+	switch {
+	case rec.Published && !mounted:
+		m.log.Warn("reconcile: volume recorded as mounted is not mounted; dropping its stale mount counts",
+			"volume", name, "mounts", rec.MountCount())
+		rec.Mounts = nil
+		// Let the provider release what it holds for the gone mount; the
+		// target is not mounted, so this unmounts nothing.
+		if p, ok := m.providers[rec.Provider]; ok {
+			if err := m.unpublish(ctx, p, &rec); err != nil {
+				m.log.Warn("reconcile: release stale mount at the provider", "volume", name, "err", err)
+			}
+		}
+		rec.Published = false
+		if err := m.save(rec); err != nil {
+			return err
+		}
+	case !rec.Published && mounted:
+		m.log.Warn("reconcile: volume is mounted but not recorded as mounted; the next mount uses it", "volume", name, "path", target)
+		rec.Published = true
+		if err := m.save(rec); err != nil {
+			return err
+		}
+	case rec.Published && rec.MountCount() == 0:
+		m.log.Warn("reconcile: volume is mounted with no mount counted; removing it releases the mount", "volume", name)
+	default:
+		if rec.Published {
+			m.log.Info("reconcile: volume mounted", "volume", name, "mounts", rec.MountCount())
+		}
+	}
+	return nil
+}

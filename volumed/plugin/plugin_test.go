@@ -1,0 +1,171 @@
+package plugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/plugins/volume/volumetest"
+	"github.com/stowage/stowage/volumed/manager"
+	"github.com/stowage/stowage/volumed/store"
+)
+
+type observed struct {
+	mu   sync.Mutex
+	errs map[string][]error
+}
+
+func (o *observed) ObserveRequest(method string, err error, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.errs[method] = append(o.errs[method], err)
+}
+
+type server struct {
+	client *http.Client
+	fake   *volumetest.Fake
+	m      *manager.Manager
+	obs    *observed
+}
+
+func start(t *testing.T, opts Options) *server {
+	t.Helper()
+	root := t.TempDir()
+	fake := volumetest.NewFake(filepath.Join(root, "fake"), false)
+	s, err := store.Open(filepath.Join(root, "state.db"), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	m, err := manager.New(manager.Options{
+		Root: root, Store: s, DefaultProvider: "fake",
+		Providers: map[string]volume.Provider{"fake": fake},
+		IsMounted: func(string) (bool, error) { return false, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "plug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "p.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := &observed{errs: map[string][]error{}}
+	opts.Observer = obs
+	d := New(m, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	return &server{client: c, fake: fake, m: m, obs: obs}
+}
+
+// post sends a request as dockerd does and decodes the JSON reply.
+func (s *server) post(t *testing.T, path, body string) (int, map[string]any) {
+	t.Helper()
+	resp, err := s.client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]any{}
+	if err := json.Unmarshal(b, &out); err != nil {
+		out["raw"] = string(b)
+	}
+	return resp.StatusCode, out
+}
+
+func TestDockerSequence(t *testing.T) {
+	s := start(t, Options{})
+	steps := []struct {
+		path, body string
+		code       int
+		want       string // a fragment of the reply
+	}{
+		{"/Plugin.Activate", `{}`, 200, "VolumeDriver"},
+		{"/VolumeDriver.Capabilities", `{}`, 200, "local"},
+		{"/VolumeDriver.Get", `{"Name":"v1"}`, 500, `volume \"v1\": not found`},
+		{"/VolumeDriver.Create", `{"Name":"v1","Opts":{"size":"64MiB"}}`, 200, ""},
+		{"/VolumeDriver.Get", `{"Name":"v1"}`, 200, `"size":"64MiB"`},
+		{"/VolumeDriver.Mount", `{"Name":"v1","ID":"M1"}`, 200, `"Mountpoint":`},
+		{"/VolumeDriver.Mount", `{"Name":"v1","ID":"M1"}`, 200, `"Mountpoint":`},
+		{"/VolumeDriver.Get", `{"Name":"v1"}`, 200, `"mounts":2`},
+		{"/VolumeDriver.Remove", `{"Name":"v1"}`, 500, "in use by 2 mounts"},
+		{"/VolumeDriver.Unmount", `{"Name":"v1","ID":"M9"}`, 500, `no mount with ID \"M9\"`},
+		{"/VolumeDriver.Unmount", `{"Name":"v1","ID":"M1"}`, 200, ""},
+		{"/VolumeDriver.Path", `{"Name":"v1"}`, 200, `"Mountpoint":`},
+		{"/VolumeDriver.Unmount", `{"Name":"v1","ID":"M1"}`, 200, ""},
+		{"/VolumeDriver.List", `{}`, 200, `"Name":"v1"`},
+		{"/VolumeDriver.Create", `{"Name":"../x","Opts":{}}`, 500, "not allowed"},
+		{"/VolumeDriver.Create", `{"Name":"v2","Opts":{"colour":"red"}}`, 500, `unknown option \"colour\"`},
+		{"/VolumeDriver.Create", `{"Name":"v2",`, 400, ""},
+		{"/VolumeDriver.Mount", `{"Name":"ghost","ID":"M1"}`, 500, "not found"},
+		{"/VolumeDriver.Remove", `{"Name":"v1"}`, 200, ""},
+		{"/VolumeDriver.List", `{}`, 200, `"Volumes":[]`},
+	}
+	for i, st := range steps {
+		code, out := s.post(t, st.path, st.body)
+		raw, _ := json.Marshal(out)
+		if code != st.code || !strings.Contains(string(raw)+asString(out["raw"]), st.want) {
+			t.Fatalf("step %d %s %s: %d %s; want %d containing %q", i, st.path, st.body, code, raw, st.code, st.want)
+		}
+	}
+	s.obs.mu.Lock()
+	defer s.obs.mu.Unlock()
+	if n := len(s.obs.errs["Mount"]); n != 3 {
+		t.Errorf("observed %d Mount requests; want 3", n)
+	}
+	if errs := s.obs.errs["Remove"]; len(errs) != 2 || !errors.Is(errs[0], volume.ErrInUse) || errs[1] != nil {
+		t.Errorf("observed Remove results %v; want in use, then ok", errs)
+	}
+}
+
+func asString(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+func TestHungProviderTimesOut(t *testing.T) {
+	s := start(t, Options{SlowTimeout: 100 * time.Millisecond, Timeout: 100 * time.Millisecond})
+	if code, out := s.post(t, "/VolumeDriver.Create", `{"Name":"v"}`); code != 200 {
+		t.Fatalf("Create: %d %v", code, out)
+	}
+	s.fake.Hang(true)
+	defer s.fake.Hang(false)
+	code, out := s.post(t, "/VolumeDriver.Mount", `{"Name":"v","ID":"M1"}`)
+	if code != 500 || !strings.Contains(asString(out["Err"]), `provider "fake" did not finish`) {
+		t.Fatalf("Mount on a hung provider: %d %v", code, out)
+	}
+	// Get answers from local state while the provider hangs.
+	code, out = s.post(t, "/VolumeDriver.Get", `{"Name":"v"}`)
+	if code != 200 {
+		t.Fatalf("Get while hung: %d %v", code, out)
+	}
+	if v, _ := s.m.Get(context.Background(), "v"); v.Mounts != 0 {
+		t.Fatalf("a timed-out mount was counted: %+v", v)
+	}
+}

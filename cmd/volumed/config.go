@@ -1,0 +1,188 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// config is volumed's configuration: defaults, then the config file, then
+// flags given on the command line.
+type config struct {
+	Root            string                    `toml:"root"`
+	PluginSocket    string                    `toml:"plugin_socket"`
+	APISocket       string                    `toml:"api_socket"`
+	MetricsAddr     string                    `toml:"metrics_addr"`
+	LogLevel        string                    `toml:"log_level"`
+	LogFormat       string                    `toml:"log_format"`
+	DefaultProvider string                    `toml:"default_provider"`
+	ProbeInterval   duration                  `toml:"probe_interval"`
+	Providers       map[string]providerConfig `toml:"providers"`
+}
+
+// providerConfig configures one provider.
+type providerConfig struct {
+	// Type is the built-in provider's type: "local".
+	Type string `toml:"type"`
+	// Root is where a local provider keeps its volumes; default ROOT/local.
+	Root string `toml:"root"`
+}
+
+// duration reads "15s"-style values from TOML.
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: use a number with a unit, e.g. 15s or 1m", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+func defaults() config {
+	return config{
+		Root:            "/var/lib/stowage",
+		PluginSocket:    "/run/docker/plugins/stowage.sock",
+		APISocket:       "/run/stowage/volumed.sock",
+		MetricsAddr:     "127.0.0.1:9163",
+		LogLevel:        "info",
+		LogFormat:       "text",
+		DefaultProvider: "local",
+		ProbeInterval:   duration{15 * time.Second},
+	}
+}
+
+// loadConfig parses args (without the program name).
+func loadConfig(args []string, stderr io.Writer) (config, bool, error) {
+	cfg := defaults()
+	fs := flag.NewFlagSet("volumed", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		file    string
+		version bool
+		flagCfg config
+	)
+	fs.StringVar(&file, "config", "", "configuration file (TOML)")
+	fs.StringVar(&flagCfg.Root, "root", cfg.Root, "state root: database, mount points, local volumes")
+	fs.StringVar(&flagCfg.PluginSocket, "plugin-socket", cfg.PluginSocket, "Docker volume plugin socket")
+	fs.StringVar(&flagCfg.APISocket, "api-socket", cfg.APISocket, "control API socket, used by stow")
+	fs.StringVar(&flagCfg.MetricsAddr, "metrics-addr", cfg.MetricsAddr, "Prometheus metrics HOST:PORT; empty turns metrics off")
+	fs.StringVar(&flagCfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&flagCfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.BoolVar(&version, "version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: volumed [flags]\n\nvolumed serves stowage volumes to Docker and stow.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, false, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, false, fmt.Errorf("unexpected argument %q (volumed takes only flags)", fs.Arg(0))
+	}
+	if version {
+		return cfg, true, nil
+	}
+	if file != "" {
+		md, err := toml.DecodeFile(file, &cfg)
+		if err != nil {
+			return cfg, false, fmt.Errorf("read config %s: %w", file, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			keys := make([]string, len(und))
+			for i, k := range und {
+				keys[i] = k.String()
+			}
+			return cfg, false, fmt.Errorf("config %s: unknown keys %s (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root)",
+				file, strings.Join(keys, ", "))
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "root":
+			cfg.Root = flagCfg.Root
+		case "plugin-socket":
+			cfg.PluginSocket = flagCfg.PluginSocket
+		case "api-socket":
+			cfg.APISocket = flagCfg.APISocket
+		case "metrics-addr":
+			cfg.MetricsAddr = flagCfg.MetricsAddr
+		case "log-level":
+			cfg.LogLevel = flagCfg.LogLevel
+		case "log-format":
+			cfg.LogFormat = flagCfg.LogFormat
+		}
+	})
+	return cfg, false, cfg.finish()
+}
+
+// finish checks cfg and fills in what depends on other settings.
+func (c *config) finish() error {
+	var errs []error
+	for name, p := range map[string]string{"root": c.Root, "plugin socket": c.PluginSocket, "API socket": c.APISocket} {
+		if !filepath.IsAbs(p) {
+			errs = append(errs, fmt.Errorf("%s %q must be an absolute path", name, p))
+		}
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log format %q: use text or json", c.LogFormat))
+	}
+	if c.Providers == nil {
+		c.Providers = map[string]providerConfig{}
+	}
+	if _, ok := c.Providers["local"]; !ok {
+		c.Providers["local"] = providerConfig{Type: "local"}
+	}
+	names := make([]string, 0, len(c.Providers))
+	for name, p := range c.Providers {
+		names = append(names, name)
+		if p.Type == "" {
+			p.Type = name
+		}
+		if p.Type != "local" {
+			errs = append(errs, fmt.Errorf("provider %q: unknown type %q (built-in types: local)", name, p.Type))
+		}
+		if p.Root == "" {
+			p.Root = filepath.Join(c.Root, name)
+		}
+		c.Providers[name] = p
+	}
+	sort.Strings(names)
+	if _, ok := c.Providers[c.DefaultProvider]; !ok {
+		errs = append(errs, fmt.Errorf("default provider %q is not configured (configured: %s)", c.DefaultProvider, strings.Join(names, ", ")))
+	}
+	if c.ProbeInterval.Duration <= 0 {
+		errs = append(errs, errors.New("probe_interval must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("log level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(c config) *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# deps.sh installs what the tests need: Debian packages (as root) and the Go
+# modules. It is idempotent and quick when everything is present.
+#
+# Usage: tests/scripts/deps.sh [PACKAGE...]   (default: every package below)
+set -euo pipefail
+
+default_pkgs=(
+	docker.io      # dockerd, containerd, runc for the e2e tests
+	busybox-static # the rootfs of the test image
+	e2fsprogs      # mkfs.ext4
+	xfsprogs       # mkfs.xfs
+	util-linux     # losetup, mount, umount
+	prometheus     # promtool
+	iproute2       # ss
+	procps         # ps, pgrep
+	curl           # the demo talks to the plugin socket
+)
+pkgs=("$@")
+if [ ${#pkgs[@]} -eq 0 ]; then
+	pkgs=("${default_pkgs[@]}")
+fi
+
+die() { echo "deps: $*" >&2; exit 1; }
+
+missing=()
+for p in "${pkgs[@]}"; do
+	status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+	[ "$status" = installed ] || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	[ "$(id -u)" -eq 0 ] || die "missing packages (${missing[*]}); run as root to install them"
+	echo "deps: installing ${missing[*]}"
+	# Keep package scripts from starting services (the system dockerd): the
+	# tests start their own daemons.
+	policy=/usr/sbin/policy-rc.d
+	own_policy=0
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 0755 "$policy"
+		own_policy=1
+	fi
+	cleanup() { if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi; }
+	trap cleanup EXIT
+	log=$(mktemp)
+	export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
+	if ! apt-get update -q >"$log" 2>&1; then
+		cat "$log" >&2; rm -f "$log"; die "apt-get update failed"
+	fi
+	if ! apt-get install -y -q "${missing[@]}" >"$log" 2>&1; then
+		tail -n 40 "$log" >&2; rm -f "$log"; die "apt-get install ${missing[*]} failed"
+	fi
+	rm -f "$log"
+fi
+
+if [ -f "$(dirname "$0")/../../go.mod" ]; then
+	command -v go >/dev/null || die "go is not on PATH"
+	(cd "$(dirname "$0")/../.." && go mod download) || die "go mod download failed"
+fi
+echo "deps: ok"

@@ -58,7 +58,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
+
+	"github.com/stowage/stowage/internal/keylock"
 
 	"github.com/stowage/stowage/plugins/volume"
 )
@@ -109,7 +110,7 @@ type Provider struct {
 	root string
 	log  *slog.Logger
 	// locks serialises the operations on one volume ID.
-	locks keyedLock
+	locks keylock.Map
 }
 
 var (
@@ -443,48 +444,6 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// keyedLock is a mutex per key whose Lock honours a context.
-type keyedLock struct {
-	mu sync.Mutex // guards m
-	m  map[string]*keyedEntry
-}
-
-type keyedEntry struct {
-	ch   chan struct{} // holds a token while the key is locked
-	refs int           // holders and waiters; guarded by keyedLock.mu
-}
-
-// lock locks key, waiting until it is free or ctx is done.
-func (l *keyedLock) lock(ctx context.Context, key string) (unlock func(), err error) {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = make(map[string]*keyedEntry)
-	}
-	e := l.m[key]
-	if e == nil {
-		e = &keyedEntry{ch: make(chan struct{}, 1)}
-		l.m[key] = e
-	}
-	e.refs++
-	l.mu.Unlock()
-
-	release := func() {
-		l.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(l.m, key)
-		}
-		l.mu.Unlock()
-	}
-	select {
-	case e.ch <- struct{}{}:
-		return func() { <-e.ch; release() }, nil
-	case <-ctx.Done():
-		release()
-		return nil, ctx.Err()
-	}
-}
-
 // lockVolume checks id, locks it and reads its metadata. A missing volume
 // gives ErrNotFound. The caller calls unlock when err is nil.
 func (p *Provider) lockVolume(ctx context.Context, id string) (m meta, unlock func(), err error) {
@@ -509,5 +468,5 @@ func (p *Provider) lockID(ctx context.Context, id string) (unlock func(), err er
 	if err := checkID(id); err != nil {
 		return nil, err
 	}
-	return p.locks.lock(ctx, id)
+	return p.locks.Lock(ctx, id)
 }

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stowage/stowage/internal/testenv"
 
 	"github.com/stowage/stowage/plugins/volume"
 )
@@ -35,9 +36,7 @@ func testContext(t *testing.T) context.Context {
 // needMkfs skips unless mkfs for fsType is in PATH.
 func needMkfs(t *testing.T, fsType string) {
 	t.Helper()
-	if _, err := exec.LookPath("mkfs." + fsType); err != nil {
-		t.Skipf("needs mkfs.%s (package %s): %v", fsType, mkfsPackage[fsType], err)
-	}
+	testenv.Require(t, "mkfs."+fsType)
 }
 
 func TestCreate(t *testing.T) {
@@ -302,35 +301,5 @@ func TestProbe(t *testing.T) {
 	}
 	if err := p.Probe(ctx); !errors.Is(err, volume.ErrUnavailable) {
 		t.Fatalf("Probe without a root: %v; want ErrUnavailable", err)
-	}
-}
-
-func TestKeyedLock(t *testing.T) {
-	var l keyedLock
-	ctx := testContext(t)
-	unlock, err := l.lock(ctx, "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Another key is independent.
-	unlockB, err := l.lock(ctx, "b")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unlockB()
-	// The same key waits until ctx is done.
-	short, cancel := context.WithCancel(ctx)
-	cancel()
-	if _, err := l.lock(short, "a"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("lock of a held key with a done context: %v", err)
-	}
-	unlock()
-	unlock, err = l.lock(ctx, "a")
-	if err != nil {
-		t.Fatalf("lock after unlock: %v", err)
-	}
-	unlock()
-	if len(l.m) != 0 {
-		t.Errorf("lock table keeps %d entries after all unlocks", len(l.m))
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stowage/stowage/internal/testenv"
+
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
@@ -21,18 +23,13 @@ import (
 // needRoot skips the test unless it runs as root, which mounting needs.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if euid := os.Geteuid(); euid != 0 {
-		t.Skipf("needs root to mount (running as uid %d)", euid)
-	}
+	testenv.Require(t, "root")
 }
 
 // needLoop skips the test unless it can attach loop devices.
 func needLoop(t *testing.T) {
 	t.Helper()
-	needRoot(t)
-	if _, err := os.Stat(loopControl); err != nil {
-		t.Skipf("needs %s for loop devices: %v", loopControl, err)
-	}
+	testenv.Require(t, "root", "loop")
 }
 
 // needMount skips the test unless it can mount volumes of type dir, or

@@ -5,6 +5,8 @@
 package bench_test
 
 import (
+	"github.com/stowage/stowage/internal/testenv"
+
 	"context"
 	"flag"
 	"fmt"
@@ -81,7 +83,7 @@ func timed(b *testing.B, f func() error) float64 {
 // stowage volume (local provider, dir and fs types) against Docker's
 // built-in local driver, the three alternating run by run.
 func BenchmarkDockerRun(b *testing.B) {
-	harness.Require(b, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
+	testenv.Require(b, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
 	v := harness.StartVolumed(b, harness.BuildBinaries(b), "--log-level", "info")
 	d := harness.StartDockerd(b)
 	image := harness.ImportBusybox(b, d.Host)
@@ -158,7 +160,7 @@ func (p *pluginClient) call(method, body string) error {
 // BenchmarkLifecycle measures Create+Mount+Unmount+Remove cycles through
 // the plugin socket, as dockerd sends them.
 func BenchmarkLifecycle(b *testing.B) {
-	harness.Require(b, "root", "loop", "mkfs.ext4")
+	testenv.Require(b, "root", "loop", "mkfs.ext4")
 	v := harness.StartVolumed(b, harness.BuildBinaries(b), "--log-level", "warn")
 	p := newPluginClient(v.PluginSocket)
 	var sb strings.Builder
@@ -200,7 +202,7 @@ func BenchmarkLifecycle(b *testing.B) {
 // List through the plugin socket and the control API, a metrics scrape and
 // volumed's resident memory.
 func BenchmarkScale(b *testing.B) {
-	harness.Require(b, "root")
+	testenv.Require(b, "root")
 	v := harness.StartVolumed(b, harness.BuildBinaries(b), "--log-level", "warn")
 	p := newPluginClient(v.PluginSocket)
 	n := *scale

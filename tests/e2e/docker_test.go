@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"github.com/stowage/stowage/internal/testenv"
+
 	"testing"
 
 	"github.com/stowage/stowage/tests/e2e/harness"
@@ -9,7 +11,7 @@ import (
 // TestDockerHarness checks the harness itself: a private dockerd runs a
 // container of the imported busybox image.
 func TestDockerHarness(t *testing.T) {
-	harness.Require(t, "root", "dockerd", "busybox")
+	testenv.Require(t, "root", "dockerd", "busybox")
 	d := harness.StartDockerd(t)
 	image := harness.ImportBusybox(t, d.Host)
 	if got := d.Must("run", "--rm", "--network", "none", image, "sh", "-c", "echo ok"); got != "ok" {

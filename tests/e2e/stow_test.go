@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"github.com/stowage/stowage/internal/testenv"
+
 	"encoding/json"
 	"slices"
 	"sort"
@@ -49,7 +51,7 @@ func inspectVolume(t *testing.T, v *harness.Volumed, name string) api.Volume {
 // TestStowCLI drives volumed through stow alone: create, list, inspect and
 // remove, and requests that must fail without changing anything.
 func TestStowCLI(t *testing.T) {
-	harness.Require(t, "root", "loop", "mkfs.ext4", "mkfs.xfs")
+	testenv.Require(t, "root", "loop", "mkfs.ext4", "mkfs.xfs")
 	v := harness.StartVolumed(t, harness.BuildBinaries(t))
 
 	v.MustStow("status")

@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"github.com/stowage/stowage/internal/testenv"
+
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -16,7 +18,7 @@ import (
 // dockerd refuse to remove it while a container holds it, hit ENOSPC, and
 // remove it.
 func TestDockerVolumeLifecycle(t *testing.T) {
-	harness.Require(t, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
+	testenv.Require(t, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
 	v := harness.StartVolumed(t, harness.BuildBinaries(t))
 	d := harness.StartDockerd(t)
 	image := harness.ImportBusybox(t, d.Host)
@@ -100,7 +102,7 @@ func checkStatus(t *testing.T, status map[string]any, mounts int) {
 // the container keeps its volume, that the restarted volumed knows the
 // mount, and that the volume unmounts and goes away cleanly afterwards.
 func TestVolumedKill9(t *testing.T) {
-	harness.Require(t, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
+	testenv.Require(t, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
 	v := harness.StartVolumed(t, harness.BuildBinaries(t))
 	d := harness.StartDockerd(t)
 	image := harness.ImportBusybox(t, d.Host)

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stowage/stowage/internal/keylock"
+
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/stowage/stowage/plugins/volume"
@@ -67,7 +69,7 @@ type Manager struct {
 	probeTimeout    time.Duration
 	providers       map[string]*provider // fixed after New
 
-	locks keyedLock // one lock per volume name, held across provider calls
+	locks keylock.Map // one lock per volume name, held across provider calls
 
 	mu   sync.Mutex // guards vols
 	vols map[string]*store.Record

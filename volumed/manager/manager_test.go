@@ -316,30 +316,3 @@ func TestFailingProvider(t *testing.T) {
 		t.Fatalf("Providers = %+v; want fake up", ps)
 	}
 }
-
-func TestKeyedLockHonoursContext(t *testing.T) {
-	var l keyedLock
-	unlock, err := l.Lock(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := l.Lock(ctx, "a"); !errors.Is(err, context.Canceled) {
-		t.Fatalf("second Lock: %v", err)
-	}
-	u2, err := l.Lock(context.Background(), "b") // other keys are free
-	if err != nil {
-		t.Fatal(err)
-	}
-	u2()
-	unlock()
-	u3, err := l.Lock(context.Background(), "a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u3()
-	if len(l.locks) != 0 {
-		t.Errorf("lock entries leaked: %v", l.locks)
-	}
-}

@@ -14,6 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/stowage/stowage/internal/testenv"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/stowage/stowage/plugins/volume"
@@ -429,9 +431,10 @@ func TestHandler(t *testing.T) {
 }
 
 func TestPromtool(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
+	testenv.Require(t, "promtool") // Debian package prometheus
+	promtool, err := testenv.LookPath("promtool")
 	if err != nil {
-		t.Skip("promtool not installed (Debian package prometheus); make test installs it")
+		t.Fatal(err)
 	}
 	rec := httptest.NewRecorder()
 	populated(t).Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/stowage/stowage/internal/testenv"
+
 	"archive/tar"
 	"bytes"
 	"fmt"
@@ -39,7 +41,7 @@ type Docker struct {
 // containers, stops it by PID and removes its directories.
 func StartDockerd(t testing.TB) *Docker {
 	t.Helper()
-	Require(t, "root", "dockerd")
+	testenv.Require(t, "root", "dockerd")
 	base, err := os.MkdirTemp("", "stowage-dockerd-") // short: socket paths have a length limit
 	if err != nil {
 		t.Fatalf("make dockerd dir: %v", err)
@@ -77,7 +79,7 @@ func StartDockerd(t testing.TB) *Docker {
 		"--userland-proxy=false",
 		"--shutdown-timeout=5",
 	}
-	dockerd, err := lookPath("dockerd")
+	dockerd, err := testenv.LookPath("dockerd")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +154,7 @@ func (d *Docker) Must(args ...string) string {
 }
 
 func dockerCLI(host string, stdin []byte, args ...string) Result {
-	docker, err := lookPath("docker")
+	docker, err := testenv.LookPath("docker")
 	if err != nil {
 		return Result{Code: -1, Stderr: err.Error()}
 	}
@@ -174,7 +176,7 @@ var busybox struct {
 // dd, sleep, true, ...).
 func ImportBusybox(t testing.TB, dockerHost string) string {
 	t.Helper()
-	Require(t, "busybox")
+	testenv.Require(t, "busybox")
 	busybox.once.Do(func() { busybox.tar, busybox.err = busyboxTar() })
 	if busybox.err != nil {
 		t.Fatalf("build busybox rootfs: %v", busybox.err)
@@ -197,7 +199,7 @@ func ImportBusybox(t testing.TB, dockerHost string) string {
 
 // busyboxTar returns a rootfs tar of the static busybox and its applets.
 func busyboxTar() ([]byte, error) {
-	path, err := staticBusybox()
+	path, err := testenv.StaticBusybox()
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"github.com/stowage/stowage/internal/testenv"
+
 	"context"
 	"fmt"
 	"net"
@@ -104,7 +106,7 @@ type Volumed struct {
 // below its root.
 func StartVolumed(t testing.TB, bins Binaries, args ...string) *Volumed {
 	t.Helper()
-	Require(t, "root")
+	testenv.Require(t, "root")
 	dir, err := os.MkdirTemp("", "stowage-volumed-")
 	if err != nil {
 		t.Fatalf("make volumed dir: %v", err)

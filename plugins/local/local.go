@@ -119,7 +119,7 @@ var (
 )
 
 // New returns a provider keeping its volumes under root, which it creates if
-// missing.
+// missing. It logs to log, which the caller labels with the provider's name.
 func New(root string, log *slog.Logger) (*Provider, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -131,7 +131,7 @@ func New(root string, log *slog.Logger) (*Provider, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Provider{root: abs, log: log.With("provider", "local")}, nil
+	return &Provider{root: abs, log: log}, nil
 }
 
 // Info returns the provider's name and version.

@@ -60,6 +60,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
+	// Take the sockets before anything else: a second volumed stops here.
+	apiL, err := control.Listen(cfg.APISocket)
+	if err != nil {
+		return fmt.Errorf("API socket: %w", err)
+	}
+	defer apiL.Close()
+	plugL, err := control.Listen(cfg.PluginSocket)
+	if err != nil {
+		return fmt.Errorf("plugin socket: %w", err)
+	}
+	defer plugL.Close()
 
 	providers := map[string]volume.Provider{}
 	for name, pc := range cfg.Providers {
@@ -113,20 +124,12 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		goServe("metrics", func() error { return serveHTTP(ctx, l, mux) })
 	}
 
-	apiL, err := control.Listen(cfg.APISocket)
-	if err != nil {
-		return fmt.Errorf("API socket: %w", err)
-	}
 	info := control.Info{
 		Version: version, Root: cfg.Root, PluginSocket: cfg.PluginSocket, APISocket: cfg.APISocket,
 		MetricsAddr: cfg.MetricsAddr, StartedAt: started, PID: os.Getpid(),
 	}
 	goServe("control API", func() error { return serveHTTP(ctx, apiL, control.New(m, info, log)) })
 
-	plugL, err := control.Listen(cfg.PluginSocket)
-	if err != nil {
-		return fmt.Errorf("plugin socket: %w", err)
-	}
 	drv := plugin.New(m, plugin.Options{Observer: mx, Logger: log})
 	defer drv.Close()
 	goServe("plugin", func() error { return drv.Serve(ctx, plugL) })

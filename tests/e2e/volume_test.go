@@ -108,8 +108,8 @@ func TestVolumedKill9(t *testing.T) {
 	image := harness.ImportBusybox(t, d.Host)
 
 	d.Must("volume", "create", "-d", v.Driver, "-o", "size=64MiB", "kv")
-	d.Must(append(runArgs(image, "kv", "-d", "--name", "c"), "sleep", "300")...)
-	d.Must("exec", "c", "sh", "-c", "echo before > /data/f")
+	d.Must(append(runArgs(image, "kv", "-d", "--name", "holder"), "sleep", "300")...)
+	d.Must("exec", "holder", "sh", "-c", "echo before > /data/f")
 
 	oldPID := v.PID()
 	v.Kill9()
@@ -118,22 +118,22 @@ func TestVolumedKill9(t *testing.T) {
 		t.Fatalf("volumed was not restarted")
 	}
 
-	d.Must("exec", "c", "sh", "-c", "echo after >> /data/f")
-	if got := d.Must("exec", "c", "cat", "/data/f"); got != "before\nafter" {
+	d.Must("exec", "holder", "sh", "-c", "echo after >> /data/f")
+	if got := d.Must("exec", "holder", "cat", "/data/f"); got != "before\nafter" {
 		t.Errorf("container read %q after the restart, want before, after", got)
 	}
 	if got := inspectVolume(t, v, "kv"); got.Mounts != 1 {
 		t.Errorf("stow volume inspect after the restart: mounts = %d, want 1", got.Mounts)
 	}
 
-	d.Must("stop", "-t", "1", "c")
+	d.Must("stop", "-t", "1", "holder")
 	if got := inspectVolume(t, v, "kv"); got.Mounts != 0 {
 		t.Errorf("stow volume inspect after docker stop: mounts = %d, want 0", got.Mounts)
 	}
 	if m := harness.MountsUnder(t, filepath.Join(v.Root, "mounts", "kv")); len(m) != 0 {
 		t.Errorf("volume still mounted after docker stop: %v", m)
 	}
-	d.Must("rm", "c")
+	d.Must("rm", "holder")
 	d.Must("volume", "rm", "kv")
 	if m := harness.MountsUnder(t, v.Root); len(m) != 0 {
 		t.Errorf("mounts left below volumed's root: %v", m)

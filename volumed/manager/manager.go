@@ -189,6 +189,24 @@ func copyRecord(r *store.Record) store.Record {
 	return c
 }
 
+// lockRecord validates name, takes the volume's lock and returns a copy of
+// its record; op names the operation in errors ("mount volume"). An unknown
+// volume is ErrNotFound. On success the caller calls unlock.
+func (m *Manager) lockRecord(ctx context.Context, op, name string) (rec store.Record, unlock func(), err error) {
+	if err := ValidateName(name); err != nil {
+		return rec, nil, err
+	}
+	if unlock, err = m.lock(ctx, name); err != nil {
+		return rec, nil, err
+	}
+	rec, ok := m.record(name)
+	if !ok {
+		unlock()
+		return rec, nil, fmt.Errorf("%s %q: %w", op, name, volume.ErrNotFound)
+	}
+	return rec, unlock, nil
+}
+
 // lock takes the volume's lock, turning a timeout into a clear error.
 func (m *Manager) lock(ctx context.Context, name string) (func(), error) {
 	unlock, err := m.locks.Lock(ctx, name)
@@ -368,18 +386,11 @@ func formatOptions(opts map[string]string) string {
 // Remove deletes the named volume and its data. It returns ErrInUse while
 // the volume is mounted and ErrNotFound for an unknown name.
 func (m *Manager) Remove(ctx context.Context, name string) error {
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	unlock, err := m.lock(ctx, name)
+	rec, unlock, err := m.lockRecord(ctx, "remove volume", name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	rec, ok := m.record(name)
-	if !ok {
-		return fmt.Errorf("remove volume %q: %w", name, volume.ErrNotFound)
-	}
 	if n := rec.MountCount(); n > 0 {
 		return fmt.Errorf("remove volume %q: %w by %d %s", name, volume.ErrInUse, n, plural(n, "mount", "mounts"))
 	}
@@ -429,21 +440,14 @@ func plural(n int, one, many string) string {
 // volume; every further one only counts. A mount ID may mount more than
 // once (dockerd repeats IDs) and then needs as many Unmounts.
 func (m *Manager) Mount(ctx context.Context, name, id string) (string, error) {
-	if err := ValidateName(name); err != nil {
-		return "", err
-	}
 	if id == "" {
 		return "", fmt.Errorf("mount volume %q: %w: empty mount ID", name, volume.ErrInvalid)
 	}
-	unlock, err := m.lock(ctx, name)
+	rec, unlock, err := m.lockRecord(ctx, "mount volume", name)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	rec, ok := m.record(name)
-	if !ok {
-		return "", fmt.Errorf("mount volume %q: %w", name, volume.ErrNotFound)
-	}
 	if rec.State != api.StateReady {
 		return "", fmt.Errorf("mount volume %q: %w: the volume is %s", name, volume.ErrUnavailable, rec.State)
 	}
@@ -512,18 +516,11 @@ func (m *Manager) publish(ctx context.Context, p *provider, rec *store.Record) e
 // unpublishes and unstages the volume. An unknown volume or mount ID is
 // ErrNotFound and changes nothing.
 func (m *Manager) Unmount(ctx context.Context, name, id string) error {
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	unlock, err := m.lock(ctx, name)
+	rec, unlock, err := m.lockRecord(ctx, "unmount volume", name)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	rec, ok := m.record(name)
-	if !ok {
-		return fmt.Errorf("unmount volume %q: %w", name, volume.ErrNotFound)
-	}
 	if rec.Mounts[id] == 0 {
 		return fmt.Errorf("unmount volume %q: %w: no mount with ID %q", name, volume.ErrNotFound, id)
 	}

@@ -169,15 +169,14 @@ func (m *Manager) Reconcile(ctx context.Context) error {
 }
 
 func (m *Manager) reconcileVolume(ctx context.Context, name string) error {
-	unlock, err := m.lock(ctx, name)
+	rec, unlock, err := m.lockRecord(ctx, "reconcile volume", name)
+	if errors.Is(err, volume.ErrNotFound) {
+		return nil // removed meanwhile
+	}
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	rec, ok := m.record(name)
-	if !ok {
-		return nil
-	}
 	switch rec.State {
 	case api.StateCreating:
 		m.log.Warn("reconcile: volume was being created when volumed stopped; create it again to finish or remove it", "volume", name)

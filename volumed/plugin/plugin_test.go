@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -38,7 +39,7 @@ type server struct {
 	obs    *observed
 }
 
-func start(t *testing.T, opts Options) *server {
+func start(t testing.TB, opts Options) *server {
 	t.Helper()
 	root := t.TempDir()
 	fake := volumetest.NewFake(filepath.Join(root, "fake"), false)
@@ -84,7 +85,7 @@ func start(t *testing.T, opts Options) *server {
 }
 
 // post sends a request as dockerd does and decodes the JSON reply.
-func (s *server) post(t *testing.T, path, body string) (int, map[string]any) {
+func (s *server) post(t testing.TB, path, body string) (int, map[string]any) {
 	t.Helper()
 	resp, err := s.client.Post("http://plugin"+path, "application/vnd.docker.plugins.v1.2+json", strings.NewReader(body))
 	if err != nil {
@@ -168,4 +169,46 @@ func TestHungProviderTimesOut(t *testing.T) {
 	if v, _ := s.m.Get(context.Background(), "v"); v.Mounts != 0 {
 		t.Fatalf("a timed-out mount was counted: %+v", v)
 	}
+}
+
+// FuzzRequest sends arbitrary bodies to every endpoint: the daemon answers
+// each with a status and JSON, and a request that fails changes nothing.
+func FuzzRequest(f *testing.F) {
+	for _, seed := range []struct{ method, body string }{
+		{"Create", `{"Name":"v","Opts":{"size":"1G"}}`},
+		{"Create", `{"Name":"../x"}`},
+		{"Create", `{"Name":"v",`},
+		{"Mount", `{"Name":"v","ID":""}`},
+		{"Unmount", `{"Name":"v","ID":"x"}`},
+		{"Remove", `{"Name":""}`},
+		{"Get", `null`},
+		{"List", `[]`},
+	} {
+		f.Add(seed.method, seed.body)
+	}
+	s := start(f, Options{})
+	methods := map[string]bool{"Create": true, "Remove": true, "Mount": true, "Unmount": true, "Path": true, "Get": true, "List": true, "Capabilities": true}
+	f.Fuzz(func(t *testing.T, method, body string) {
+		if !methods[method] {
+			method = "Get"
+		}
+		before, err := s.m.List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, out := s.post(t, "/VolumeDriver."+method, body)
+		if code == 200 {
+			return
+		}
+		if code != 400 && (code != 500 || asString(out["Err"]) == "") {
+			t.Fatalf("%s %q: status %d, reply %v; want 200, 400 or 500 with Err", method, body, code, out)
+		}
+		after, err := s.m.List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(before, after) {
+			t.Fatalf("failed %s %q changed the volumes:\n%+v\n->\n%+v", method, body, before, after)
+		}
+	})
 }

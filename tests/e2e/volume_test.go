@@ -98,9 +98,10 @@ func checkStatus(t *testing.T, status map[string]any, mounts int) {
 	}
 }
 
-// TestVolumedKill9 kills volumed under a running container and checks that
-// the container keeps its volume, that the restarted volumed knows the
-// mount, and that the volume unmounts and goes away cleanly afterwards.
+// TestVolumedKill9 kills volumed, then stops it gracefully, under a running
+// container, and checks that the container keeps its volume, that the
+// restarted volumed knows the mount, and that the volume unmounts and goes
+// away cleanly afterwards.
 func TestVolumedKill9(t *testing.T) {
 	testenv.Require(t, "root", "dockerd", "busybox", "loop", "mkfs.ext4")
 	v := harness.StartVolumed(t, harness.BuildBinaries(t))
@@ -124,6 +125,16 @@ func TestVolumedKill9(t *testing.T) {
 	}
 	if got := inspectVolume(t, v, "kv"); got.Mounts != 1 {
 		t.Errorf("stow volume inspect after the restart: mounts = %d, want 1", got.Mounts)
+	}
+
+	// A graceful stop (SIGTERM) leaves the mount in place too.
+	v.Restart()
+	d.Must("exec", "holder", "sh", "-c", "echo graceful >> /data/f")
+	if got := d.Must("exec", "holder", "cat", "/data/f"); got != "before\nafter\ngraceful" {
+		t.Errorf("container read %q after a graceful restart", got)
+	}
+	if got := inspectVolume(t, v, "kv"); got.Mounts != 1 {
+		t.Errorf("stow volume inspect after a graceful restart: mounts = %d, want 1", got.Mounts)
 	}
 
 	d.Must("stop", "-t", "1", "holder")

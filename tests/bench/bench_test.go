@@ -5,8 +5,6 @@
 package bench_test
 
 import (
-	"github.com/stowage/stowage/internal/testenv"
-
 	"context"
 	"flag"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/tests/e2e/harness"
 )
 

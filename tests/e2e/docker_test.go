@@ -1,10 +1,9 @@
 package e2e_test
 
 import (
-	"github.com/stowage/stowage/internal/testenv"
-
 	"testing"
 
+	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/tests/e2e/harness"
 )
 

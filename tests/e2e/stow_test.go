@@ -1,14 +1,13 @@
 package e2e_test
 
 import (
-	"github.com/stowage/stowage/internal/testenv"
-
 	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/tests/e2e/harness"
 	"github.com/stowage/stowage/volumed/api"
 )

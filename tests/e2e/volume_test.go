@@ -1,14 +1,13 @@
 package e2e_test
 
 import (
-	"github.com/stowage/stowage/internal/testenv"
-
 	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/tests/e2e/harness"
 )

@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"github.com/stowage/stowage/internal/testenv"
-
 	"archive/tar"
 	"bytes"
 	"fmt"
@@ -13,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stowage/stowage/internal/testenv"
 )
 
 // Image is the name of the busybox image ImportBusybox makes.

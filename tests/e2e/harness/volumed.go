@@ -1,8 +1,6 @@
 package harness
 
 import (
-	"github.com/stowage/stowage/internal/testenv"
-
 	"context"
 	"fmt"
 	"net"
@@ -15,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/stowage/stowage/internal/testenv"
 )
 
 // Binaries are the paths of the binaries BuildBinaries built.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -20,27 +21,36 @@ func stow(t *testing.T, env map[string]string, args ...string) (stdout, stderr s
 	return out.String(), errb.String(), code
 }
 
-// serve starts a control server with two volumes and returns its host.
-func serve(t *testing.T) (*controltest.Backend, string) {
+// serve starts volumed's control server over a manager with fake providers
+// of the given names (default "local") and two volumes: web, mounted twice,
+// and db of 64 MiB. It returns the manager's Env and the server's host.
+func serve(t *testing.T, providers ...string) (*controltest.Env, string) {
 	t.Helper()
-	b := controltest.NewBackend()
-	b.Add(api.Volume{Name: "web", Provider: "local", ID: "web", State: api.StateReady,
-		Mountpoint: "/var/lib/stowage/mounts/web", Mounts: 2, MountIDs: map[string]int{"a": 1, "b": 1}})
-	b.Add(api.Volume{Name: "db", Provider: "local", ID: "db", State: api.StateReady, CapacityBytes: 64 << 20})
+	e := controltest.New(t, providers...)
+	ctx := t.Context()
+	if _, err := e.Manager.Create(ctx, "web", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := e.Manager.Mount(ctx, "web", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.Manager.Create(ctx, "db", map[string]string{"size": "64MiB"}); err != nil {
+		t.Fatal(err)
+	}
 	info := control.Info{
 		Version: "1.2.3", PID: 42, StartedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
 		Root: "/var/lib/stowage", PluginSocket: "/run/docker/plugins/stowage.sock",
 		APISocket: "/run/stowage/volumed.sock", MetricsAddr: "127.0.0.1:9163",
 	}
-	return b, "unix://" + controltest.Serve(t, b, info)
+	return e, "unix://" + e.Serve(t, info)
 }
 
 func TestTables(t *testing.T) {
-	b, host := serve(t)
-	b.SetProviders(
-		api.Provider{Name: "local", Kind: "builtin", Driver: "stowage.local", State: api.ProviderUp},
-		api.Provider{Name: "ceph", Kind: "builtin", Driver: "stowage.rbd", State: api.ProviderDown, LastError: "connect: refused"},
-	)
+	e, host := serve(t, "local", "ceph")
+	e.Fakes["ceph"].Fail(errors.New("connect: refused"))
+	e.Manager.ProbeAll(t.Context())
 	tests := []struct {
 		args []string
 		want string
@@ -48,12 +58,12 @@ func TestTables(t *testing.T) {
 		{[]string{"volume", "ls"}, `
 NAME   PROVIDER   SIZE    STATE   MOUNTS   MOUNTPOINT
 db     local      64MiB   ready   0        -
-web    local      -       ready   2        /var/lib/stowage/mounts/web
+web    local      -       ready   2        $WEB
 `},
 		{[]string{"provider", "ls"}, `
-NAME    KIND      DRIVER          STATE   VOLUMES   LAST ERROR
-local   builtin   stowage.local   up      2         -
-ceph    builtin   stowage.rbd     down    0         connect: refused
+NAME    KIND      DRIVER         STATE   VOLUMES   LAST ERROR
+ceph    builtin   stowage.fake   down    0         provider "ceph": probe: Info: connect: refused
+local   builtin   stowage.fake   up      2         -
 `},
 		{[]string{"status"}, `
 version:         1.2.3
@@ -65,7 +75,7 @@ api socket:      /run/stowage/volumed.sock
 metrics address: 127.0.0.1:9163
 volumes:         2
 active mounts:   2
-providers:       local (up), ceph (down)
+providers:       ceph (down), local (up)
 `},
 		{[]string{"version"}, "\nstow dev\n"},
 	}
@@ -75,7 +85,9 @@ providers:       local (up), ceph (down)
 			if code != 0 || errOut != "" {
 				t.Fatalf("exit %d, stderr %q", code, errOut)
 			}
-			if want := strings.TrimPrefix(tt.want, "\n"); out != want {
+			want := strings.TrimPrefix(tt.want, "\n")
+			want = strings.ReplaceAll(want, "$WEB", e.Manager.Mountpoint("web"))
+			if out != want {
 				t.Errorf("output:\n%s\nwant:\n%s", out, want)
 			}
 		})
@@ -128,7 +140,7 @@ func TestJSON(t *testing.T) {
 		out, errOut, code := stow(t, env, "volume", "inspect", "nope", "web")
 		var vols []api.Volume
 		check(t, out, &vols)
-		if code != 1 || len(vols) != 1 || errOut != "stow: get volume nope: not found\n" {
+		if code != 1 || len(vols) != 1 || errOut != "stow: volume \"nope\": not found\n" {
 			t.Errorf("exit %d, %+v, stderr %q", code, vols, errOut)
 		}
 	})
@@ -151,7 +163,7 @@ func TestJSON(t *testing.T) {
 }
 
 func TestVolumeCreate(t *testing.T) {
-	b, host := serve(t)
+	e, host := serve(t)
 	tests := []struct {
 		name    string
 		args    []string
@@ -160,14 +172,14 @@ func TestVolumeCreate(t *testing.T) {
 		created bool
 	}{
 		{"plain", []string{"data"}, "data\n", "", true},
-		{"options", []string{"-o", "size=64MiB", "--opt", "type=fs", "-p", "local", "sized"}, "sized\n", "", true},
+		{"options", []string{"-o", "size=64MiB", "--opt", "label=fs", "-p", "local", "sized"}, "sized\n", "", true},
 		{"value with = and ,", []string{"-o", "label=a=b,c", "labelled"}, "labelled\n", "", true},
 		{"no =", []string{"-o", "size", "x"}, "", "stow: invalid option \"size\": use KEY=VALUE\n", false},
 		{"empty key", []string{"-o", "=1G", "x"}, "", "stow: invalid option \"=1G\": the key is empty\n", false},
 		{"duplicate", []string{"-o", "a=1", "-o", "a=2", "x"}, "", "stow: option \"a\" given twice\n", false},
 		{"provider twice", []string{"-p", "local", "-o", "provider=ceph", "x"}, "",
 			"stow: provider given twice: -p local and -o provider=ceph\n", false},
-		{"server rejects", []string{"-p", "nope", "x"}, "", "stow: create volume x: invalid argument: unknown provider \"nope\"\n", false},
+		{"server rejects", []string{"-p", "nope", "x"}, "", "stow: create volume \"x\": invalid argument: unknown provider \"nope\" (configured providers: local)\n", false},
 		{"no name", nil, "", "stow: accepts 1 arg(s), received 0\nRun 'stow volume create --help' for usage.\n", false},
 	}
 	for _, tt := range tests {
@@ -180,12 +192,12 @@ func TestVolumeCreate(t *testing.T) {
 				return
 			}
 			name := tt.args[len(tt.args)-1]
-			if _, err := b.Get(t.Context(), name); (err == nil) != tt.created {
+			if _, err := e.Manager.Get(t.Context(), name); (err == nil) != tt.created {
 				t.Errorf("volume %s created: %v, want %v", name, err == nil, tt.created)
 			}
 		})
 	}
-	v, err := b.Get(t.Context(), "labelled")
+	v, err := e.Manager.Get(t.Context(), "labelled")
 	if err != nil || v.Options["label"] != "a=b,c" {
 		t.Errorf("labelled: %+v %v", v, err)
 	}
@@ -200,8 +212,10 @@ func TestOptionsBeforeContact(t *testing.T) {
 }
 
 func TestVolumeRemove(t *testing.T) {
-	b, host := serve(t)
-	b.Add(api.Volume{Name: "old", Provider: "local", State: api.StateReady})
+	e, host := serve(t)
+	if _, err := e.Manager.Create(t.Context(), "old", nil); err != nil {
+		t.Fatal(err)
+	}
 	out, errOut, code := stow(t, nil, "--host", host, "volume", "rm", "db", "web", "nope", "old")
 	if code != 1 {
 		t.Errorf("exit %d, want 1", code)
@@ -209,10 +223,10 @@ func TestVolumeRemove(t *testing.T) {
 	if out != "db\nold\n" {
 		t.Errorf("stdout %q, want the removed names", out)
 	}
-	if want := "stow: remove volume web: in use by 2 mounts\nstow: remove volume nope: not found\n"; errOut != want {
+	if want := "stow: remove volume \"web\": in use by 2 mounts\nstow: remove volume \"nope\": not found\n"; errOut != want {
 		t.Errorf("stderr %q, want %q", errOut, want)
 	}
-	vols, _ := b.List(t.Context())
+	vols, _ := e.Manager.List(t.Context())
 	if len(vols) != 1 || vols[0].Name != "web" {
 		t.Errorf("left %+v, want web only", vols)
 	}
@@ -240,7 +254,7 @@ func TestErrors(t *testing.T) {
 		{"not reachable", map[string]string{"STOW_HOST": "unix:///nonexistent/v.sock"}, []string{"volume", "ls"},
 			"stow: volumed is not reachable at /nonexistent/v.sock: connect: no such file or directory (start volumed, or give its API socket with --host)\n"},
 		{"flag beats env", map[string]string{"STOW_HOST": "unix:///nonexistent/v.sock"}, []string{"--host", host, "volume", "inspect", "x"},
-			"stow: get volume x: not found\n"},
+			"stow: volume \"x\": not found\n"},
 		{"unknown command", nil, []string{"volume", "frob"},
 			"stow: unknown command \"frob\" for \"stow volume\"\nRun 'stow volume --help' for usage.\n"},
 		{"unknown flag", nil, []string{"status", "--frob"},

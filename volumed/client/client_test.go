@@ -3,7 +3,6 @@ package client_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,9 +42,9 @@ func TestNew(t *testing.T) {
 }
 
 func TestClient(t *testing.T) {
-	b := controltest.NewBackend()
+	e := controltest.New(t)
 	info := control.Info{Version: "1.2.3", PID: 7, StartedAt: time.Unix(1700000000, 0).UTC()}
-	path := controltest.Serve(t, b, info)
+	path := e.Serve(t, info)
 	for _, host := range []string{"unix://" + path, path} {
 		t.Run(host, func(t *testing.T) {
 			c, err := client.New(host)
@@ -79,47 +78,86 @@ func TestClient(t *testing.T) {
 	}
 }
 
+// TestErrors brings about every error class for real and checks that the
+// client's error is that class and no other, with volumed's message as its
+// text. Each case starts with one volume, v, created with label=a.
 func TestErrors(t *testing.T) {
-	b := controltest.NewBackend()
-	c, err := client.New(controltest.Serve(t, b, control.Info{}))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sentinels := []error{volume.ErrNotFound, volume.ErrExists, volume.ErrInUse, volume.ErrInvalid,
 		volume.ErrUnavailable, volume.ErrNotSupported}
-	for _, want := range sentinels {
-		t.Run(want.Error(), func(t *testing.T) {
-			name := strings.ReplaceAll(want.Error(), " ", "-")
-			b.Fail(name, fmt.Errorf("get volume %s: %w: because", name, want))
-			_, err := c.Volume(t.Context(), name)
-			if !errors.Is(err, want) {
-				t.Fatalf("Volume: %v, want errors.Is %v", err, want)
+	createW := func(ctx context.Context, c *client.Client) error {
+		_, err := c.CreateVolume(ctx, api.CreateRequest{Name: "w"})
+		return err
+	}
+	removeV := func(ctx context.Context, c *client.Client) error {
+		return c.RemoveVolume(ctx, "v")
+	}
+	tests := []struct {
+		name  string
+		setup func(*testing.T, *controltest.Env)
+		call  func(context.Context, *client.Client) error
+		want  error // nil for volumed's internal errors
+		msg   string
+	}{
+		{"not found", nil, func(ctx context.Context, c *client.Client) error {
+			_, err := c.Volume(ctx, "ghost")
+			return err
+		}, volume.ErrNotFound, `volume "ghost": not found`},
+		{"exists", nil, func(ctx context.Context, c *client.Client) error {
+			_, err := c.CreateVolume(ctx, api.CreateRequest{Name: "v", Options: map[string]string{"label": "b"}})
+			return err
+		}, volume.ErrExists, `create volume "v": already exists with other options (label=a)`},
+		{"in use", func(t *testing.T, e *controltest.Env) {
+			if _, err := e.Manager.Mount(t.Context(), "v", "M1"); err != nil {
+				t.Fatal(err)
 			}
-			if msg := fmt.Sprintf("get volume %s: %s: because", name, want); err.Error() != msg {
-				t.Errorf("message %q, want %q", err, msg)
+		}, removeV, volume.ErrInUse, `remove volume "v": in use by 1 mount`},
+		{"invalid", nil, func(ctx context.Context, c *client.Client) error {
+			_, err := c.CreateVolume(ctx, api.CreateRequest{Name: "../x"})
+			return err
+		}, volume.ErrInvalid, `invalid argument: volume name "../x" has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)`},
+		{"unavailable", func(_ *testing.T, e *controltest.Env) { e.Provider.Fail(volume.ErrUnavailable) },
+			createW, volume.ErrUnavailable, `create volume "w": provider "local": create: Create: unavailable`},
+		{"not supported", func(_ *testing.T, e *controltest.Env) { e.Provider.Fail(volume.ErrNotSupported) },
+			removeV, volume.ErrNotSupported, `remove volume "v": provider "local": delete: Delete: not supported`},
+		{"internal", func(_ *testing.T, e *controltest.Env) { e.Provider.Fail(errors.New("disk on fire")) },
+			createW, nil, `create volume "w": provider "local": create: Create: disk on fire`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := controltest.New(t)
+			if _, err := e.Manager.Create(t.Context(), "v", map[string]string{"label": "a"}); err != nil {
+				t.Fatal(err)
 			}
-			for _, other := range sentinels {
-				if other != want && errors.Is(err, other) {
-					t.Errorf("error also is %v", other)
+			if tt.setup != nil {
+				tt.setup(t, e)
+			}
+			c, err := client.New(e.Serve(t, control.Info{}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tt.call(t.Context(), c)
+			if err == nil || err.Error() != tt.msg {
+				t.Fatalf("got %v, want message %q", err, tt.msg)
+			}
+			for _, s := range sentinels {
+				if s != tt.want && errors.Is(err, s) {
+					t.Errorf("error is also %v", s)
 				}
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Errorf("error is not %v", tt.want)
 			}
 		})
 	}
-	t.Run("internal", func(t *testing.T) {
-		b.Fail("broken", errors.New("disk on fire"))
-		_, err := c.Volume(t.Context(), "broken")
-		if err == nil || err.Error() != "disk on fire" {
-			t.Fatalf("Volume: %v", err)
-		}
-		for _, s := range sentinels {
-			if errors.Is(err, s) {
-				t.Errorf("internal error is %v", s)
-			}
-		}
-	})
+
+	e := controltest.New(t)
+	c, err := client.New(e.Serve(t, control.Info{}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Run("name escaped", func(t *testing.T) {
 		_, err := c.Volume(t.Context(), "a/b")
-		if !errors.Is(err, volume.ErrNotFound) || !strings.Contains(err.Error(), "a/b") {
+		if !errors.Is(err, volume.ErrInvalid) || !strings.Contains(err.Error(), `"a/b"`) {
 			t.Errorf("Volume(a/b): %v", err)
 		}
 	})
@@ -128,6 +166,17 @@ func TestErrors(t *testing.T) {
 		cancel()
 		if _, err := c.Volumes(ctx); !errors.Is(err, context.Canceled) {
 			t.Errorf("Volumes: %v, want context.Canceled", err)
+		}
+	})
+	// The request's context bounds it: the hung provider is not waited for.
+	t.Run("provider hangs", func(t *testing.T) {
+		e.Provider.Hang(true)
+		defer e.Provider.Hang(false)
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		_, err := c.CreateVolume(ctx, api.CreateRequest{Name: "w"})
+		if !errors.Is(err, context.DeadlineExceeded) || err.Error() != "POST /v1/volumes: context deadline exceeded" {
+			t.Errorf("CreateVolume: %v, want context.DeadlineExceeded", err)
 		}
 	})
 }

@@ -1,7 +1,6 @@
 package control_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stowage/stowage/plugins/volume"
@@ -60,21 +61,50 @@ func decodeAs[T any](t *testing.T, b []byte) T {
 	return v
 }
 
+// list returns the manager's volumes.
+func list(t *testing.T, e *controltest.Env) []api.Volume {
+	t.Helper()
+	vols, err := e.Manager.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vols
+}
+
+// create creates a volume through the manager, as an earlier request would
+// have.
+func create(t *testing.T, e *controltest.Env, name string, opts map[string]string) {
+	t.Helper()
+	if _, err := e.Manager.Create(t.Context(), name, opts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mount mounts a volume once for each mount ID, as dockerd would.
+func mount(t *testing.T, e *controltest.Env, name string, ids ...string) {
+	t.Helper()
+	for _, id := range ids {
+		if _, err := e.Manager.Mount(t.Context(), name, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestRoutes(t *testing.T) {
-	b := controltest.NewBackend()
-	h := newHandler(t, b)
+	e := controltest.New(t)
+	h := newHandler(t, e.Manager)
 
 	st, body := do(t, h, "GET", "/v1/volumes", nil)
 	if st != http.StatusOK || strings.TrimSpace(string(body)) != "[]" {
 		t.Fatalf("list empty: %d %s", st, body)
 	}
 
-	st, body = do(t, h, "POST", "/v1/volumes", strings.NewReader(`{"name":"data","options":{"size":"64MiB","type":"fs"}}`))
+	st, body = do(t, h, "POST", "/v1/volumes", strings.NewReader(`{"name":"data","options":{"size":"64MiB","label":"fs"}}`))
 	if st != http.StatusCreated {
 		t.Fatalf("create: %d %s", st, body)
 	}
 	v := decodeAs[api.Volume](t, body)
-	if v.Name != "data" || v.Provider != "local" || v.CapacityBytes != 64<<20 || v.Options["type"] != "fs" {
+	if v.Name != "data" || v.Provider != "local" || v.State != api.StateReady || v.CapacityBytes != 64<<20 || v.Options["label"] != "fs" {
 		t.Errorf("create: got %+v", v)
 	}
 
@@ -83,15 +113,16 @@ func TestRoutes(t *testing.T) {
 		t.Errorf("get: %d %s", st, body)
 	}
 
-	b.Add(api.Volume{Name: "busy", Provider: "local", State: api.StateReady, Mounts: 3})
+	create(t, e, "busy", nil)
+	mount(t, e, "busy", "M1", "M1", "M2")
 	st, body = do(t, h, "GET", "/v1/volumes", nil)
-	if vols := decodeAs[[]api.Volume](t, body); st != http.StatusOK || len(vols) != 2 || vols[0].Name != "busy" {
+	if vols := decodeAs[[]api.Volume](t, body); st != http.StatusOK || len(vols) != 2 || vols[0].Name != "busy" || vols[0].Mounts != 3 {
 		t.Errorf("list: %d %s", st, body)
 	}
 
 	st, body = do(t, h, "GET", "/v1/providers", nil)
 	ps := decodeAs[[]api.Provider](t, body)
-	if st != http.StatusOK || len(ps) != 1 || ps[0].Name != "local" || ps[0].Volumes != 2 {
+	if st != http.StatusOK || len(ps) != 1 || ps[0].Name != "local" || ps[0].State != api.ProviderUp || ps[0].Volumes != 2 {
 		t.Errorf("providers: %d %s", st, body)
 	}
 
@@ -128,41 +159,62 @@ func TestRoutes(t *testing.T) {
 	}
 }
 
+// TestErrorClasses brings about every error class for real and checks its
+// answer and that the failed request changed nothing. Each case starts with
+// one volume, v, created with label=a.
 func TestErrorClasses(t *testing.T) {
-	tests := []struct {
-		name   string
-		err    error
-		status int
-		class  string
-	}{
-		{"not found", volume.ErrNotFound, 404, api.ClassNotFound},
-		{"exists", volume.ErrExists, 409, api.ClassExists},
-		{"in use", volume.ErrInUse, 409, api.ClassInUse},
-		{"invalid", volume.ErrInvalid, 400, api.ClassInvalid},
-		{"unavailable", volume.ErrUnavailable, 503, api.ClassUnavailable},
-		{"not supported", volume.ErrNotSupported, 501, api.ClassNotSupported},
-		{"deadline", fmt.Errorf("provider local: %w", context.DeadlineExceeded), 503, api.ClassUnavailable},
-		{"unknown", errors.New("disk on fire"), 500, api.ClassInternal},
+	mounted := func(t *testing.T, e *controltest.Env) { mount(t, e, "v", "M1") }
+	failing := func(err error) func(*testing.T, *controltest.Env) {
+		return func(_ *testing.T, e *controltest.Env) { e.Provider.Fail(err) }
 	}
-	routes := []struct{ method, path, body string }{
-		{"GET", "/v1/volumes/v", ""},
-		{"DELETE", "/v1/volumes/v", ""},
-		{"POST", "/v1/volumes", `{"name":"v"}`},
-		{"GET", "/v1/volumes", ""},
-		{"GET", "/v1/status", ""},
+	tests := []struct {
+		name               string
+		setup              func(*testing.T, *controltest.Env)
+		method, path, body string
+		status             int
+		class, msg         string
+	}{
+		{"not found", nil, "GET", "/v1/volumes/ghost", "",
+			404, api.ClassNotFound, `volume "ghost": not found`},
+		{"not found remove", nil, "DELETE", "/v1/volumes/ghost", "",
+			404, api.ClassNotFound, `remove volume "ghost": not found`},
+		{"exists", nil, "POST", "/v1/volumes", `{"name":"v","options":{"label":"b"}}`,
+			409, api.ClassExists, `create volume "v": already exists with other options (label=a)`},
+		{"in use", mounted, "DELETE", "/v1/volumes/v", "",
+			409, api.ClassInUse, `remove volume "v": in use by 1 mount`},
+		{"invalid name", nil, "POST", "/v1/volumes", `{"name":"../x"}`,
+			400, api.ClassInvalid, `invalid argument: volume name "../x" has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)`},
+		{"invalid name get", nil, "GET", "/v1/volumes/.x", "",
+			400, api.ClassInvalid, `invalid argument: volume name ".x" has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)`},
+		{"invalid option", nil, "POST", "/v1/volumes", `{"name":"w","options":{"colour":"red"}}`,
+			400, api.ClassInvalid, `create volume "w": provider "local": create: invalid argument: unknown option "colour" (valid options: label)`},
+		{"unavailable", failing(volume.ErrUnavailable), "POST", "/v1/volumes", `{"name":"w"}`,
+			503, api.ClassUnavailable, `create volume "w": provider "local": create: Create: unavailable`},
+		{"unavailable remove", failing(volume.ErrUnavailable), "DELETE", "/v1/volumes/v", "",
+			503, api.ClassUnavailable, `remove volume "v": provider "local": delete: Delete: unavailable`},
+		{"not supported", failing(volume.ErrNotSupported), "POST", "/v1/volumes", `{"name":"w"}`,
+			501, api.ClassNotSupported, `create volume "w": provider "local": create: Create: not supported`},
+		{"not supported remove", failing(volume.ErrNotSupported), "DELETE", "/v1/volumes/v", "",
+			501, api.ClassNotSupported, `remove volume "v": provider "local": delete: Delete: not supported`},
+		{"internal", failing(errors.New("boom")), "POST", "/v1/volumes", `{"name":"w"}`,
+			500, api.ClassInternal, `create volume "w": provider "local": create: Create: boom`},
+		{"internal remove", failing(errors.New("boom")), "DELETE", "/v1/volumes/v", "",
+			500, api.ClassInternal, `remove volume "v": provider "local": delete: Delete: boom`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := controltest.NewBackend()
-			b.Add(api.Volume{Name: "v"})
-			b.Fail("v", fmt.Errorf("op volume v: %w", tt.err))
-			h := newHandler(t, b)
-			for _, r := range routes {
-				st, body := do(t, h, r.method, r.path, strings.NewReader(r.body))
-				e := decodeAs[api.Error](t, body)
-				if st != tt.status || e.Class != tt.class || !strings.HasPrefix(e.Message, "op volume v: ") {
-					t.Errorf("%s %s: got %d %+v, want %d class %s", r.method, r.path, st, e, tt.status, tt.class)
-				}
+			e := controltest.New(t)
+			create(t, e, "v", map[string]string{"label": "a"})
+			if tt.setup != nil {
+				tt.setup(t, e)
+			}
+			before := list(t, e)
+			st, body := do(t, newHandler(t, e.Manager), tt.method, tt.path, strings.NewReader(tt.body))
+			if got := decodeAs[api.Error](t, body); st != tt.status || got.Class != tt.class || got.Message != tt.msg {
+				t.Errorf("%s %s: got %d %+v\nwant %d class %s message %q", tt.method, tt.path, st, got, tt.status, tt.class, tt.msg)
+			}
+			if after := list(t, e); !reflect.DeepEqual(after, before) {
+				t.Errorf("state changed:\n%+v\n->\n%+v", before, after)
 			}
 		})
 	}
@@ -182,20 +234,20 @@ func TestBadRequests(t *testing.T) {
 		{"trailing data", "POST", "/v1/volumes", `{"name":"x"} {"name":"y"}`, 400, api.ClassInvalid, "after the JSON object"},
 		{"oversize body", "POST", "/v1/volumes", `{"name":"x","options":{"k":"` + strings.Repeat("a", 1<<20) + `"}}`, 413, api.ClassInvalid, "exceeds 1 MiB"},
 		{"oversize trailing", "POST", "/v1/volumes", `{"name":"x"}` + strings.Repeat(" ", 1<<20), 413, api.ClassInvalid, "exceeds 1 MiB"},
-		{"bad name", "POST", "/v1/volumes", `{"name":""}`, 400, api.ClassInvalid, "bad name"},
+		{"bad name", "POST", "/v1/volumes", `{"name":""}`, 400, api.ClassInvalid, "volume name is empty"},
 		{"unknown route", "GET", "/v1/nothing", ``, 404, api.ClassNotFound, "no endpoint GET /v1/nothing"},
 		{"wrong method", "PUT", "/v1/volumes", ``, 404, api.ClassNotFound, "no endpoint PUT /v1/volumes"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := controltest.NewBackend()
-			h := newHandler(t, b)
+			e := controltest.New(t)
+			h := newHandler(t, e.Manager)
 			st, body := do(t, h, tt.method, tt.path, strings.NewReader(tt.body))
-			e := decodeAs[api.Error](t, body)
-			if st != tt.status || e.Class != tt.class || !strings.Contains(e.Message, tt.msg) {
-				t.Errorf("got %d %+v, want %d class %s message with %q", st, e, tt.status, tt.class, tt.msg)
+			got := decodeAs[api.Error](t, body)
+			if st != tt.status || got.Class != tt.class || !strings.Contains(got.Message, tt.msg) {
+				t.Errorf("got %d %+v, want %d class %s message with %q", st, got, tt.status, tt.class, tt.msg)
 			}
-			if vols, _ := b.List(t.Context()); len(vols) != 0 {
+			if vols := list(t, e); len(vols) != 0 {
 				t.Errorf("state changed: %+v", vols)
 			}
 		})
@@ -207,11 +259,14 @@ func TestBadRequests(t *testing.T) {
 func FuzzCreate(f *testing.F) {
 	f.Add(`{"name":"data","options":{"size":"64MiB"}}`)
 	f.Add(`{"name":"x","options":{"provider":"nope"}}`)
+	f.Add(`{"name":"x","options":{"label":"a","colour":"red"}}`)
 	f.Add(`{"name":`)
 	f.Add(`{"name":"x","extra":1}`)
 	f.Add(`null`)
+	// One manager serves every input; what earlier inputs created is part
+	// of the state later ones meet.
+	h := control.New(controltest.New(f).Manager, testInfo, slog.New(slog.DiscardHandler))
 	f.Fuzz(func(t *testing.T, body string) {
-		h := control.New(controltest.NewBackend(), testInfo, slog.New(slog.DiscardHandler))
 		req := httptest.NewRequest("POST", "/v1/volumes", strings.NewReader(body))
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
@@ -232,36 +287,41 @@ func FuzzCreate(f *testing.F) {
 	})
 }
 
-// deadlines records the time left to each call of the backend.
-type deadlines struct {
-	*controltest.Backend
-	left map[string]time.Duration
-}
-
-func (d *deadlines) record(ctx context.Context, op string) {
-	if dl, ok := ctx.Deadline(); ok {
-		d.left[op] = time.Until(dl)
-	}
-}
-
-func (d *deadlines) Create(ctx context.Context, name string, opts map[string]string) (api.Volume, error) {
-	d.record(ctx, "create")
-	return d.Backend.Create(ctx, name, opts)
-}
-
-func (d *deadlines) Get(ctx context.Context, name string) (api.Volume, error) {
-	d.record(ctx, "get")
-	return d.Backend.Get(ctx, name)
-}
-
+// TestDeadlines checks that a request waits for a provider that never
+// answers no longer than dockerd would (2 minutes for create, 1 for the
+// others), then answers unavailable and changes nothing. The time is
+// synctest's.
 func TestDeadlines(t *testing.T) {
-	d := &deadlines{Backend: controltest.NewBackend(), left: map[string]time.Duration{}}
-	h := newHandler(t, d)
-	do(t, h, "POST", "/v1/volumes", strings.NewReader(`{"name":"v"}`))
-	do(t, h, "GET", "/v1/volumes/v", nil)
-	for op, want := range map[string]time.Duration{"create": 2 * time.Minute, "get": time.Minute} {
-		if got := d.left[op]; got <= want-10*time.Second || got > want {
-			t.Errorf("%s: deadline in %v, want %v", op, got, want)
-		}
+	tests := []struct {
+		name, method, path, body string
+		wait                     time.Duration
+		msg                      string
+	}{
+		{"create", "POST", "/v1/volumes", `{"name":"w"}`, 2 * time.Minute,
+			`create volume "w": unavailable: provider "local" did not finish create within 2m0s: context deadline exceeded (no answer within 2m0s)`},
+		{"remove", "DELETE", "/v1/volumes/v", "", time.Minute,
+			`remove volume "v": unavailable: provider "local" did not finish delete within 1m0s: context deadline exceeded (no answer within 1m0s)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				e := controltest.New(t)
+				create(t, e, "v", nil)
+				before := list(t, e)
+				e.Provider.Hang(true)
+				start := time.Now()
+				st, body := do(t, newHandler(t, e.Manager), tt.method, tt.path, strings.NewReader(tt.body))
+				if waited := time.Since(start); waited != tt.wait {
+					t.Errorf("answered after %v, want %v", waited, tt.wait)
+				}
+				if got := decodeAs[api.Error](t, body); st != http.StatusServiceUnavailable || got.Class != api.ClassUnavailable || got.Message != tt.msg {
+					t.Errorf("got %d %+v\nwant 503 class %s message %q", st, got, api.ClassUnavailable, tt.msg)
+				}
+				e.Provider.Hang(false)
+				if after := list(t, e); !reflect.DeepEqual(after, before) {
+					t.Errorf("state changed:\n%+v\n->\n%+v", before, after)
+				}
+			})
+		})
 	}
 }

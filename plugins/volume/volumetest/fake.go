@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/stowage/stowage/plugins/volume"
@@ -111,15 +112,15 @@ func (f *Fake) Create(ctx context.Context, req volume.CreateRequest) (volume.Vol
 	if err := f.enter(ctx, "Create"); err != nil {
 		return volume.Volume{}, err
 	}
-	if req.Name == "" {
-		return volume.Volume{}, fmt.Errorf("%w: empty name", volume.ErrInvalid)
+	if req.Name == "" || req.Name == "." || req.Name == ".." || strings.ContainsRune(req.Name, '/') {
+		return volume.Volume{}, fmt.Errorf("%w: name %q is not a file name", volume.ErrInvalid, req.Name)
 	}
 	if err := volume.CheckParameters(req.Parameters, "label"); err != nil {
 		return volume.Volume{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	id := "fake-" + req.Name
+	id := req.Name // a file name, as long as volume names may be
 	if v, ok := f.vols[id]; ok {
 		if v.req.CapacityBytes != req.CapacityBytes || !maps.Equal(v.req.Parameters, req.Parameters) {
 			return volume.Volume{}, fmt.Errorf("volume %q: %w with other options", req.Name, volume.ErrExists)

@@ -1,6 +1,7 @@
 // Package api holds the types of volumed's control API, the JSON that the
 // daemon serves on its API socket and that the client and the stow command
-// read.
+// read, and the mapping between wire error classes and the error classes of
+// plugins/volume.
 package api
 
 import "time"

@@ -139,16 +139,6 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// classes maps the wire classes to the error classes of plugins/volume.
-var classes = map[string]error{
-	api.ClassNotFound:     volume.ErrNotFound,
-	api.ClassExists:       volume.ErrExists,
-	api.ClassInUse:        volume.ErrInUse,
-	api.ClassInvalid:      volume.ErrInvalid,
-	api.ClassUnavailable:  volume.ErrUnavailable,
-	api.ClassNotSupported: volume.ErrNotSupported,
-}
-
 // classError is an error of a class whose text does not repeat the class's
 // name: the message volumed answered, or the client's own. It unwraps to the
 // class's sentinel (none for volumed's internal errors).
@@ -169,5 +159,5 @@ func decodeError(res *http.Response) error {
 	if err := json.Unmarshal(b, &e); err != nil || e.Message == "" {
 		return fmt.Errorf("volumed answered %s", res.Status)
 	}
-	return &classError{msg: e.Message, class: classes[e.Class]}
+	return &classError{msg: e.Message, class: api.ClassError(e.Class)}
 }

@@ -227,26 +227,28 @@ func decode(r *http.Request, v any) error {
 // errTooLarge is the ErrInvalid that is answered with 413.
 var errTooLarge = fmt.Errorf("%w: request body exceeds 1 MiB", volume.ErrInvalid)
 
-// classify returns the wire class and HTTP status of err.
+// statuses are the HTTP statuses of the wire classes.
+var statuses = map[string]int{
+	api.ClassNotFound:     http.StatusNotFound,
+	api.ClassExists:       http.StatusConflict,
+	api.ClassInUse:        http.StatusConflict,
+	api.ClassInvalid:      http.StatusBadRequest,
+	api.ClassUnavailable:  http.StatusServiceUnavailable,
+	api.ClassNotSupported: http.StatusNotImplemented,
+	api.ClassInternal:     http.StatusInternalServerError,
+}
+
+// classify returns the wire class and HTTP status of err. A missed deadline
+// or a cancelled request is unavailable.
 func classify(err error) (string, int) {
-	switch {
-	case errors.Is(err, errTooLarge):
+	if errors.Is(err, errTooLarge) {
 		return api.ClassInvalid, http.StatusRequestEntityTooLarge
-	case errors.Is(err, volume.ErrNotFound):
-		return api.ClassNotFound, http.StatusNotFound
-	case errors.Is(err, volume.ErrExists):
-		return api.ClassExists, http.StatusConflict
-	case errors.Is(err, volume.ErrInUse):
-		return api.ClassInUse, http.StatusConflict
-	case errors.Is(err, volume.ErrInvalid):
-		return api.ClassInvalid, http.StatusBadRequest
-	case errors.Is(err, volume.ErrUnavailable), errors.Is(err, context.DeadlineExceeded),
-		errors.Is(err, context.Canceled):
-		return api.ClassUnavailable, http.StatusServiceUnavailable
-	case errors.Is(err, volume.ErrNotSupported):
-		return api.ClassNotSupported, http.StatusNotImplemented
 	}
-	return api.ClassInternal, http.StatusInternalServerError
+	class := api.ClassOf(err)
+	if class == api.ClassInternal && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		class = api.ClassUnavailable
+	}
+	return class, statuses[class]
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -138,26 +138,17 @@ func (m *Metrics) ObserveRequest(method string, err error, d time.Duration) {
 	m.duration.WithLabelValues(method).Observe(d.Seconds())
 }
 
-// result names the outcome of a request: "ok" or its error class. A passed
-// deadline counts as "timeout" even when a class wraps it.
+// result names the outcome of a request: "ok", "timeout" for a passed
+// deadline (even when a class wraps it), its error class, or "error".
 func result(err error) string {
 	switch {
 	case err == nil:
 		return "ok"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.Is(err, volume.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, volume.ErrExists):
-		return "exists"
-	case errors.Is(err, volume.ErrInUse):
-		return "in_use"
-	case errors.Is(err, volume.ErrInvalid):
-		return "invalid"
-	case errors.Is(err, volume.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, volume.ErrNotSupported):
-		return "not_supported"
+	}
+	if c := api.ClassOf(err); c != api.ClassInternal {
+		return c
 	}
 	return "error"
 }

@@ -15,6 +15,7 @@ default_pkgs=(
 	iproute2       # ss
 	procps         # ps, pgrep
 	curl           # the demo talks to the plugin socket
+	crun           # a baseline of the runtime benchmark
 )
 pkgs=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then

@@ -176,17 +176,13 @@ var busybox struct {
 // dd, sleep, true, ...).
 func ImportBusybox(t testing.TB, dockerHost string) string {
 	t.Helper()
-	testenv.Require(t, "busybox")
-	busybox.once.Do(func() { busybox.tar, busybox.err = busyboxTar() })
-	if busybox.err != nil {
-		t.Fatalf("build busybox rootfs: %v", busybox.err)
-	}
+	tarball := BusyboxTar(t)
 	busybox.mu.Lock()
 	defer busybox.mu.Unlock()
 	if busybox.imported[dockerHost] {
 		return Image
 	}
-	r := dockerCLI(dockerHost, busybox.tar, "import", "--change", `CMD ["sh"]`, "-", Image)
+	r := dockerCLI(dockerHost, tarball, "import", "--change", `CMD ["sh"]`, "-", Image)
 	if r.Code != 0 {
 		t.Fatalf("docker import: %s", r)
 	}
@@ -195,6 +191,18 @@ func ImportBusybox(t testing.TB, dockerHost string) string {
 	}
 	busybox.imported[dockerHost] = true
 	return Image
+}
+
+// BusyboxTar returns a rootfs tarball of the static busybox and a link in
+// /bin for each of its applets, built once per test binary.
+func BusyboxTar(t testing.TB) []byte {
+	t.Helper()
+	testenv.Require(t, "busybox")
+	busybox.once.Do(func() { busybox.tar, busybox.err = busyboxTar() })
+	if busybox.err != nil {
+		t.Fatalf("build busybox rootfs: %v", busybox.err)
+	}
+	return busybox.tar
 }
 
 // busyboxTar returns a rootfs tar of the static busybox and its applets.

@@ -9,8 +9,8 @@ FUZZTIME ?= 10s
 # The root tier: packages whose tests need root, dockerd, loop devices or
 # other services (they skip without them, but fail here, where
 # STOWAGE_E2E_REQUIRED=1 is set). Every other package is in the hermetic tier.
-ROOT_PKGS     := ./tests/... ./plugins/... ./volumed/...
-HERMETIC_PKGS  = $(shell $(GO) list ./... | grep -v -E '^$(MODULE)/(tests|plugins|volumed)(/|$$)')
+ROOT_PKGS     := ./tests/... ./plugins/... ./volumed/... ./runtime/...
+HERMETIC_PKGS  = $(shell $(GO) list ./... | grep -v -E '^$(MODULE)/(tests|plugins|volumed|runtime)(/|$$)')
 
 .DEFAULT_GOAL := help
 .NOTPARALLEL:
@@ -34,7 +34,7 @@ test-hermetic: ## tests of the packages outside the root tier, with -race
 	@pkgs='$(HERMETIC_PKGS)'; \
 	if [ -n "$$pkgs" ]; then $(GO) test -race $$pkgs; else echo "hermetic tier: no packages"; fi
 
-test-root: ## tests of tests/, plugins/ and volumed/ as root, nothing skipped
+test-root: ## tests of tests/, plugins/, volumed/ and runtime/ as root, nothing skipped
 	@if [ "$$(id -u)" -ne 0 ]; then echo "test-root needs root (as a user, run: go test ./...)" >&2; exit 1; fi
 	STOWAGE_E2E_REQUIRED=1 $(GO) test -race -count=1 -p 1 -timeout 45m $(ROOT_PKGS)
 

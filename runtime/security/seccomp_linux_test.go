@@ -1,0 +1,82 @@
+package security
+
+import (
+	"encoding/binary"
+	"testing"
+
+	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// seccompData encodes struct seccomp_data as the kernel hands it to a
+// filter on a little-endian machine, with each 32-bit word stored big
+// endian because the bpf package's VM loads words in network order.
+func seccompData(nr int, auditArch uint32, args ...uint64) []byte {
+	b := make([]byte, 64)
+	binary.BigEndian.PutUint32(b[0:], uint32(nr))
+	binary.BigEndian.PutUint32(b[4:], auditArch)
+	for i, a := range args {
+		binary.BigEndian.PutUint32(b[16+8*i:], uint32(a))
+		binary.BigEndian.PutUint32(b[16+8*i+4:], uint32(a>>32))
+	}
+	return b
+}
+
+func TestDefaultFilterProgram(t *testing.T) {
+	native, err := arch.GetInfo("")
+	if err != nil {
+		t.Skipf("no syscall table for this architecture: %v", err)
+	}
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		t.Skip("the encoding here assumes a little-endian machine")
+	}
+	f := defaultFilter()
+	insts, err := f.Policy.Assemble()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eperm := int(seccomp.ActionErrno) | int(unix.EPERM)
+	allow := int(seccomp.ActionAllow)
+	nr := func(name string) int {
+		n, ok := native.SyscallNames[name]
+		if !ok {
+			t.Fatalf("no syscall %s", name)
+		}
+		return n
+	}
+	type call struct {
+		name string
+		args []uint64
+		want int
+	}
+	calls := []call{
+		{"getpid", nil, allow},
+		{"write", []uint64{1, 0, 0}, allow},
+		{"ptrace", nil, allow},
+		{"clone", []uint64{uint64(unix.SIGCHLD)}, allow},
+		{"personality", []uint64{0xffffffff}, allow},
+		{"personality", []uint64{0x8}, allow},
+		{"personality", []uint64{0x0400000}, eperm}, // ADDR_NO_RANDOMIZE
+	}
+	for _, n := range deniedSyscalls {
+		calls = append(calls, call{n, nil, eperm})
+	}
+	for _, c := range calls {
+		got, err := vm.Run(seccompData(nr(c.name), uint32(native.ID), c.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("%s%v: action %#x, want %#x", c.name, c.args, got, c.want)
+		}
+	}
+	if f.Flag != seccomp.FilterFlagTSync {
+		t.Errorf("filter flag %v, want tsync", f.Flag)
+	}
+}

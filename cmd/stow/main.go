@@ -2,7 +2,8 @@
 // control API socket.
 //
 // Every failure prints "stow: <message>" on standard error and exits with
-// status 1, usage errors included.
+// status 1, usage errors included; run and exec exit with the container
+// command's exit code.
 package main
 
 import (
@@ -10,12 +11,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/stowage/stowage/runtime/container"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	container.Init() // a re-executed container init or monitor never returns
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()

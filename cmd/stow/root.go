@@ -20,16 +20,19 @@ const defaultHost = "unix:///run/stowage/volumed.sock"
 type app struct {
 	host   string
 	format string
-	stdout io.Writer
-	stderr io.Writer
-	getenv func(string) string
+	// runtimeDir is --root, the runtime root; see runtimeRoot.
+	runtimeDir string
+	stdout     io.Writer
+	stderr     io.Writer
+	getenv     func(string) string
 }
 
 // errReported is returned by a command that has printed its errors itself.
 var errReported = errors.New("errors reported")
 
 // run executes the stow command line args and returns the exit status: 0 on
-// success, 1 on any error, usage errors included.
+// success, 1 on any error, usage errors included, and a container's exit
+// code for run and exec.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	a := &app{stdout: stdout, stderr: stderr, getenv: getenv}
 	root := a.rootCommand()
@@ -56,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 	if !parsed {
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 	}
-	return 1
+	return exitStatus(err)
 }
 
 func (a *app) rootCommand() *cobra.Command {
@@ -66,7 +69,8 @@ func (a *app) rootCommand() *cobra.Command {
 		Long: `stow manages the volumes of stowage through volumed's control API.
 
 Errors are printed as "stow: <message>" on standard error; the exit status
-is 1 on any error, usage errors included.`,
+is 1 on any error, usage errors included; run and exec exit with the
+container command's exit code.`,
 		SilenceErrors:     true,
 		SilenceUsage:      true,
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
@@ -74,7 +78,10 @@ is 1 on any error, usage errors included.`,
 	f := root.PersistentFlags()
 	f.StringVar(&a.host, "host", defaultHost, "volumed's API socket as `unix:///PATH` (env STOW_HOST)")
 	f.StringVar(&a.format, "format", "table", "output `FORMAT`: table or json")
+	f.StringVar(&a.runtimeDir, "root", "", "runtime root `DIR` (env STOW_ROOT, default "+defaultRuntimeRoot+")")
+	root.AddCommand(a.imageCommand(), a.imagesCommand())
 	root.AddCommand(a.volumeCommand(), a.providerCommand(), a.statusCommand(), a.versionCommand())
+	a.addContainerCommands(root)
 	return root
 }
 

@@ -1,0 +1,335 @@
+// Package container runs containers: each in its own mount, PID, UTS, IPC,
+// cgroup and (unless it shares the host's) network namespace, on an overlayfs
+// root made of image layers and a per-container upper directory, with a
+// minimal /dev, masked /proc paths, volumes mounted through volumed's plugin
+// protocol, cgroup limits and a reduced set of privileges.
+//
+// The container's PID 1 is its command itself, as with `docker run` without
+// --init: it gets only the signals it handles, and it must reap the
+// children it starts (a shell does). Its exit code is the container's; a
+// command killed by signal N exits 128+N.
+//
+// A container is owned by a monitor: the stow process itself in the
+// foreground, or a re-executed stow in monitor mode for a detached
+// container. The monitor mounts the volumes, starts the container, waits for
+// it, records its end in state.json and unmounts the volumes again.
+//
+// Programs that start containers must call Init first thing in main (and
+// tests in TestMain): the container's init, the detached monitor and the
+// exec helper are this same binary re-executed, and Init runs them.
+//
+// On disk, under ROOT/containers/<id>/: config.json (what was asked),
+// state.json (what happens, written by temp file + fsync + rename), upper/
+// and work/ (the overlay's writable layer), rootfs/ (the overlay's mount
+// point, mounted only inside the container's mount namespace, so nothing is
+// left on the host when it dies), log (standard output and error of a
+// detached container) and monitor.log.
+//
+// The files /etc/hosts, /etc/hostname and /etc/resolv.conf are left as the
+// image has them: the runtime writes none of them.
+package container
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stowage/stowage/plugins/volume"
+)
+
+// Status is where a container is in its life.
+type Status string
+
+// Statuses.
+const (
+	// Created: the container is prepared but its command has not started.
+	Created Status = "created"
+	// Running: its command runs.
+	Running Status = "running"
+	// Exited: its command has ended.
+	Exited Status = "exited"
+)
+
+// Network modes.
+const (
+	// NetNone gives the container a network namespace of its own with only
+	// the loopback interface, up.
+	NetNone = "none"
+	// NetHost shares the host's network namespace.
+	NetHost = "host"
+)
+
+// Volume is a named volume mounted into a container.
+type Volume struct {
+	// Name is the volume's name in volumed.
+	Name string `json:"name"`
+	// Target is the absolute path in the container.
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+}
+
+// String returns the volume as the -v spec that makes it.
+func (v Volume) String() string {
+	s := v.Name + ":" + v.Target
+	if v.ReadOnly {
+		s += ":ro"
+	}
+	return s
+}
+
+// Resources are a container's cgroup limits; a zero field means no limit.
+type Resources struct {
+	MemoryBytes int64   `json:"memory_bytes,omitempty"`
+	CPUs        float64 `json:"cpus,omitempty"`
+	PidsMax     int64   `json:"pids_max,omitempty"`
+}
+
+// Config is what a container was created with. It does not change.
+type Config struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// Image and ImageID name the image the container was made from.
+	Image   string `json:"image"`
+	ImageID string `json:"image_id,omitempty"`
+	// Lowers are the image's layer directories, top first.
+	Lowers []string `json:"lowers"`
+	// Args is the command: the image's entrypoint and command, or the
+	// command given.
+	Args       []string  `json:"args"`
+	Env        []string  `json:"env,omitempty"`
+	WorkingDir string    `json:"working_dir,omitempty"`
+	User       string    `json:"user,omitempty"`
+	Hostname   string    `json:"hostname"`
+	Network    string    `json:"network"`
+	Volumes    []Volume  `json:"volumes,omitempty"`
+	Resources  Resources `json:"resources"`
+	// AutoRemove removes the container when it exits.
+	AutoRemove bool      `json:"auto_remove,omitempty"`
+	Detach     bool      `json:"detach,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// MountedVolume is a volume mount a container holds in volumed.
+type MountedVolume struct {
+	Name string `json:"name"`
+	// ID is the mount ID given to volumed: the container's ID, "-" and
+	// the volume's index in Config.Volumes.
+	ID string `json:"id"`
+	// Source is the host path volumed returned.
+	Source string `json:"source"`
+}
+
+// State is what happened to a container so far.
+type State struct {
+	Status Status `json:"status"`
+	// PID is the host's process ID of the container's PID 1 while it runs;
+	// PIDStart is its start time in clock ticks after boot, which tells a
+	// reused process ID apart.
+	PID      int    `json:"pid,omitempty"`
+	PIDStart uint64 `json:"pid_start,omitempty"`
+	// MonitorPID is the process that owns the container, with its start
+	// time.
+	MonitorPID   int    `json:"monitor_pid,omitempty"`
+	MonitorStart uint64 `json:"monitor_start,omitempty"`
+	ExitCode     int    `json:"exit_code"`
+	OOMKilled    bool   `json:"oom_killed,omitempty"`
+	// Error says why the container did not start, or that its monitor
+	// died.
+	Error      string          `json:"error,omitempty"`
+	StartedAt  time.Time       `json:"started_at,omitzero"`
+	FinishedAt time.Time       `json:"finished_at,omitzero"`
+	Mounts     []MountedVolume `json:"mounts,omitempty"`
+}
+
+// Container is a container's configuration and state.
+type Container struct {
+	Config Config `json:"config"`
+	State  State  `json:"state"`
+	// Dir is the container's directory.
+	Dir string `json:"dir"`
+}
+
+// ID returns the container's ID.
+func (c Container) ID() string { return c.Config.ID }
+
+// StatusText describes the state as `stow ps` shows it, relative to now.
+func (c Container) StatusText(now time.Time) string {
+	st := c.State
+	switch st.Status {
+	case Running:
+		return "Up " + humanDuration(now.Sub(st.StartedAt))
+	case Exited:
+		s := fmt.Sprintf("Exited (%d)", st.ExitCode)
+		switch {
+		case st.OOMKilled:
+			return s + " OOM killed"
+		case st.FinishedAt.IsZero():
+			return s
+		}
+		return s + " " + humanDuration(now.Sub(st.FinishedAt)) + " ago"
+	}
+	return "Created"
+}
+
+// humanDuration says d roughly, as Docker does: "3 seconds", "2 minutes".
+func humanDuration(d time.Duration) string {
+	s := int64(d.Seconds())
+	switch {
+	case s < 1:
+		return "Less than a second"
+	case s == 1:
+		return "1 second"
+	case s < 60:
+		return fmt.Sprintf("%d seconds", s)
+	case s < 120:
+		return "About a minute"
+	case s < 3600:
+		return fmt.Sprintf("%d minutes", s/60)
+	case s < 7200:
+		return "About an hour"
+	case s < 48*3600:
+		return fmt.Sprintf("%d hours", s/3600)
+	}
+	return fmt.Sprintf("%d days", s/86400)
+}
+
+// NewID returns a new container ID: 64 random hex digits.
+func NewID() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var (
+	idPattern   = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	// volumeName is Docker's rule for volume names, which volumed follows.
+	volumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	envKey     = regexp.MustCompile(`^[^=\x00]+$`)
+)
+
+// ValidateName checks a container name: Docker's rule,
+// [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters, and not 64 hex
+// digits (which would read as an ID).
+func ValidateName(name string) error {
+	if !namePattern.MatchString(name) || len(name) > 128 {
+		return fmt.Errorf("%w: container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", volume.ErrInvalid, name)
+	}
+	if idPattern.MatchString(name) {
+		return fmt.Errorf("%w: container name %q looks like a container ID", volume.ErrInvalid, name)
+	}
+	return nil
+}
+
+// ParseVolume parses a -v spec NAME:/PATH[:ro|:rw]. Only named volumes are
+// supported: a host path as the source is rejected.
+func ParseVolume(spec string) (Volume, error) {
+	bad := func(why string) (Volume, error) {
+		return Volume{}, fmt.Errorf("%w: volume spec %q: %s (use NAME:/PATH[:ro])", volume.ErrInvalid, spec, why)
+	}
+	parts := strings.Split(spec, ":")
+	if len(parts) < 2 || len(parts) > 3 {
+		return bad("want NAME:/PATH with an optional :ro or :rw")
+	}
+	v := Volume{Name: parts[0], Target: parts[1]}
+	switch {
+	case v.Name == "":
+		return bad("the volume name is empty")
+	case strings.HasPrefix(v.Name, "/") || strings.HasPrefix(v.Name, "."):
+		return bad("only named volumes are supported, not host paths")
+	case !volumeName.MatchString(v.Name):
+		return bad("the volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+	case v.Target == "":
+		return bad("the container path is empty")
+	case !path.IsAbs(v.Target):
+		return bad("the container path must be absolute")
+	case path.Clean(v.Target) == "/":
+		return bad("the container path must not be /")
+	}
+	v.Target = path.Clean(v.Target)
+	if len(parts) == 3 {
+		switch parts[2] {
+		case "ro":
+			v.ReadOnly = true
+		case "rw":
+		default:
+			return bad(fmt.Sprintf("unknown mode %q: use ro or rw", parts[2]))
+		}
+	}
+	return v, nil
+}
+
+// ParseVolumes parses -v specs and rejects two volumes on one path.
+func ParseVolumes(specs []string) ([]Volume, error) {
+	var vols []Volume
+	for _, s := range specs {
+		v, err := ParseVolume(s)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(vols, func(o Volume) bool { return o.Target == v.Target }) {
+			return nil, fmt.Errorf("%w: volume spec %q: %s is mounted twice", volume.ErrInvalid, s, v.Target)
+		}
+		vols = append(vols, v)
+	}
+	return vols, nil
+}
+
+// ParseEnv checks -e entries KEY=VALUE and merges them over base: a key
+// given again replaces the earlier value in place.
+func ParseEnv(base, entries []string) ([]string, error) {
+	env := slices.Clone(base)
+	for _, e := range entries {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || !envKey.MatchString(k) {
+			return nil, fmt.Errorf("%w: environment entry %q: use KEY=VALUE", volume.ErrInvalid, e)
+		}
+		env = setEnv(env, e)
+	}
+	return env, nil
+}
+
+// setEnv sets the entry KEY=VALUE in env, replacing an entry of that key.
+func setEnv(env []string, entry string) []string {
+	k, _, _ := strings.Cut(entry, "=")
+	for i, e := range env {
+		if ek, _, _ := strings.Cut(e, "="); ek == k {
+			env[i] = entry
+			return env
+		}
+	}
+	return append(env, entry)
+}
+
+// lookupEnv returns the value of key in env.
+func lookupEnv(env []string, key string) (string, bool) {
+	for _, e := range env {
+		if k, v, ok := strings.Cut(e, "="); ok && k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// ParseCPUs parses --cpus: a positive decimal number of CPUs, at least 0.01.
+func ParseCPUs(s string) (float64, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || !(f >= 0.01 && f <= 1024) {
+		return 0, fmt.Errorf("%w: --cpus %q: use a number of CPUs from 0.01, e.g. 0.5 or 2", volume.ErrInvalid, s)
+	}
+	return f, nil
+}
+
+// ParseNetwork checks --net.
+func ParseNetwork(s string) (string, error) {
+	if s != NetNone && s != NetHost {
+		return "", fmt.Errorf("%w: --net %q: use none or host", volume.ErrInvalid, s)
+	}
+	return s, nil
+}

@@ -59,6 +59,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/stowage/stowage/internal/atomicfile"
 	"github.com/stowage/stowage/internal/keylock"
 
 	"github.com/stowage/stowage/plugins/volume"
@@ -380,31 +381,12 @@ func (p *Provider) meta(id string) (meta, error) {
 	return m, nil
 }
 
-// writeMeta writes m to path durably: temp file, fsync, rename.
+// writeMeta writes m to path durably.
 func writeMeta(path string, m meta) error {
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return fmt.Errorf("%w: encode metadata: %w", volume.ErrInvalid, err)
-	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.WriteJSON(path, m); err != nil {
 		return fmt.Errorf("%w: write metadata: %w", volume.ErrUnavailable, err)
 	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("%w: write metadata: %w", volume.ErrUnavailable, errors.Join(err, removeIfExists(tmp)))
-	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
 func removeIfExists(path string) error {
@@ -430,15 +412,7 @@ func syncFile(path string) error {
 }
 
 func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("%w: sync directory: %w", volume.ErrUnavailable, err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("%w: sync directory: %w", volume.ErrUnavailable, err)
 	}
 	return nil

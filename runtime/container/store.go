@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/stowage/stowage/internal/atomicfile"
+
 	"github.com/stowage/stowage/plugins/volume"
 )
 
@@ -168,28 +170,9 @@ func (s *Store) Remove(id string) error {
 	return nil
 }
 
-// writeJSON writes v to file by temp file, fsync and rename.
+// writeJSON writes v to file durably.
 func writeJSON(file string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", filepath.Base(file), err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", file, err)
-	}
-	_, err = tmp.Write(append(b, '\n'))
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), file)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.WriteJSON(file, v); err != nil {
 		return fmt.Errorf("write %s: %w", file, err)
 	}
 	return nil

@@ -32,6 +32,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stowage/stowage/internal/atomicfile"
+
 	"github.com/stowage/stowage/plugins/volume"
 )
 
@@ -236,7 +238,7 @@ func (s *Store) put(img Image) (Image, error) {
 	case !errors.Is(err, volume.ErrNotFound):
 		return Image{}, err
 	}
-	if err := writeJSON(s.recordPath(img.Name), imageRecord{Version: recordVersion, Image: img}); err != nil {
+	if err := atomicfile.WriteJSON(s.recordPath(img.Name), imageRecord{Version: recordVersion, Image: img}); err != nil {
 		return Image{}, fmt.Errorf("record image %s: %w", img.Name, err)
 	}
 	return img, nil
@@ -383,48 +385,6 @@ func readJSON(path string, v any) error {
 		return fmt.Errorf("decode %s: %w", path, err)
 	}
 	return nil
-}
-
-// writeJSON writes v to path by temp file, fsync and rename, then syncs
-// the directory.
-func writeJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // removeAll removes path like os.RemoveAll, and also when an extracted

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/stowage/stowage/internal/atomicfile"
 )
 
 // lock takes the store's exclusive flock and returns its release.
@@ -92,8 +94,8 @@ func (s *Store) commitLayer(tmp, h string, rec layerRecord) error {
 	if err := os.Rename(tmp, dir); err != nil {
 		return err
 	}
-	if err := syncDir(s.layersDir()); err != nil {
+	if err := atomicfile.SyncDir(s.layersDir()); err != nil {
 		return err
 	}
-	return writeJSON(meta, rec)
+	return atomicfile.WriteJSON(meta, rec)
 }

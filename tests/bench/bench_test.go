@@ -267,7 +267,7 @@ func BenchmarkScale(b *testing.B) {
 	pluginList := measure(func() error { return p.call("List", `{}`) })
 	apiList := measure(get(api, "http://volumed/v1/volumes"))
 	scrape := measure(get(http.DefaultClient, "http://"+v.MetricsAddr+"/metrics"))
-	rss := rssMiB(b, v.PID())
+	rss := statusMiB(b, v.PID(), "VmRSS:")
 
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "### %d volumes (type=dir), %d of them mounted\n\n", n, mounted)
@@ -282,20 +282,4 @@ func BenchmarkScale(b *testing.B) {
 	row("GET /metrics (scrape)", scrape, "≤ 100 ms")
 	fmt.Fprintf(&sb, "| volumed RSS after the above | %.1f MiB | ≤ 64 MiB |\n", rss)
 	report(b, sb.String())
-}
-
-func rssMiB(b *testing.B, pid int) float64 {
-	b.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
-			return kb / 1024
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
 }

@@ -65,8 +65,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "stow",
-		Short: "Manage stowage volumes",
-		Long: `stow manages the volumes of stowage through volumed's control API.
+		Short: "Manage stowage volumes and containers",
+		Long: `stow manages stowage's volumes, through volumed's control API, and runs
+containers with the bundled runtime, whose volumes come from volumed.
 
 Errors are printed as "stow: <message>" on standard error; the exit status
 is 1 on any error, usage errors included; run and exec exit with the

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# demo.sh shows volumed without Docker: it starts volumed with the local
+# demo.sh shows stowage without Docker: it starts volumed with the local
 # provider on a temporary root and private sockets, creates a 64 MiB
-# filesystem volume, mounts it through the plugin socket as dockerd would,
-# writes and reads a file in it, shows the metrics, and cleans up.
+# filesystem volume, imports a busybox image into the bundled runtime, writes
+# a file into the volume from one container and reads it from another,
+# mounts it the way dockerd would through the plugin socket, shows the
+# metrics, and cleans up.
 # Run as root: make demo
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it mounts a filesystem)" >&2; exit 1; }
-tests/scripts/deps.sh curl e2fsprogs util-linux iproute2
+tests/scripts/deps.sh curl e2fsprogs util-linux iproute2 busybox-static
 make --no-print-directory build
 
 work=$(mktemp -d /tmp/stowage-demo.XXXXXX)
@@ -38,7 +40,7 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
-stow() { bin/stow --host "unix://$api" "$@"; }
+stow() { bin/stow --host "unix://$api" --plugin-socket "$plugin" --root "$work/runtime" "$@"; }
 plugin() { # plugin ENDPOINT JSON: a request as dockerd sends it
 	curl -sS --fail-with-body --unix-socket "$plugin" -H 'Content-Type: application/json' \
 		-X POST "http://plugin/VolumeDriver.$1" -d "$2"
@@ -59,6 +61,20 @@ stow status
 step "stow volume create -o type=fs -o size=64MiB demo"
 stow volume create -o type=fs -o size=64MiB demo
 
+step "import a busybox image into the bundled runtime"
+mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"
+cp /bin/busybox "$work/rootfs/bin/busybox"
+for applet in $(/bin/busybox --list); do
+	[ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
+done
+tar -C "$work/rootfs" -cf "$work/busybox.tar" .
+stow image import "$work/busybox.tar" busybox
+stow images
+
+step "write from one container, read from another"
+stow run --rm -v demo:/data busybox sh -c 'echo "written by container $(hostname)" > /data/from-container.txt'
+stow run --rm -v demo:/data:ro busybox cat /data/from-container.txt
+
 step "mount it as dockerd would (VolumeDriver.Mount, ID demo-1)"
 reply=$(plugin Mount '{"Name":"demo","ID":"demo-1"}')
 echo "$reply"
@@ -66,8 +82,8 @@ mp=$(printf '%s' "$reply" | sed -n 's/.*"Mountpoint": *"\([^"]*\)".*/\1/p')
 [ -n "$mp" ] || { echo "demo: no Mountpoint in the reply" >&2; exit 1; }
 
 step "write and read through $mp"
-echo "hello from stowage" >"$mp/hello.txt"
-cat "$mp/hello.txt"
+echo "hello from the host" >"$mp/hello.txt"
+cat "$mp/hello.txt" "$mp/from-container.txt"
 df -h "$mp"
 
 step "stow volume ls"

@@ -80,3 +80,56 @@ func TestDefaultFilterProgram(t *testing.T) {
 		t.Errorf("filter flag %v, want tsync", f.Flag)
 	}
 }
+
+func TestCompatFilterProgram(t *testing.T) {
+	insts, err := compatProgram()
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eperm := unix.SECCOMP_RET_ERRNO | int(unix.EPERM)
+	allow := unix.SECCOMP_RET_ALLOW
+	i386 := func(name string) int {
+		n, ok := arch.I386.SyscallNames[name]
+		if !ok {
+			t.Fatalf("no i386 syscall %s", name)
+		}
+		return n
+	}
+	type call struct {
+		nr   int
+		arch uint32
+		args []uint64
+		want int
+	}
+	calls := []call{
+		{i386("getpid"), uint32(arch.I386.ID), nil, allow},
+		{i386("write"), uint32(arch.I386.ID), nil, allow},
+		{i386("personality"), uint32(arch.I386.ID), []uint64{0x8}, allow},
+		{i386("personality"), uint32(arch.I386.ID), []uint64{0x0400000}, eperm},
+		// Native calls pass to the native filter, whatever their number.
+		{i386("mount"), uint32(arch.X86_64.ID), nil, allow},
+	}
+	denied := 0
+	for _, name := range deniedSyscalls {
+		if n, ok := arch.I386.SyscallNames[name]; ok {
+			calls = append(calls, call{n, uint32(arch.I386.ID), nil, eperm})
+			denied++
+		}
+	}
+	if denied < len(deniedSyscalls)/2 {
+		t.Fatalf("only %d of %d denied calls have i386 numbers", denied, len(deniedSyscalls))
+	}
+	for _, c := range calls {
+		got, err := vm.Run(seccompData(c.nr, c.arch, c.args...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("nr %d arch %#x %v: action %#x, want %#x", c.nr, c.arch, c.args, got, c.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	seccomp "github.com/elastic/go-seccomp-bpf"
+	"github.com/elastic/go-seccomp-bpf/arch"
 	"github.com/moby/sys/capability"
 	"golang.org/x/sys/unix"
 
@@ -53,14 +54,20 @@ func NoNewPrivileges() error {
 // LoadSeccomp installs the default filter on every thread of the process
 // (TSYNC): all system calls are allowed except deniedSyscalls and
 // personality with arguments Docker does not allow, which fail with
-// EPERM; the x32 ABI fails with ENOSYS. The filter covers the native ABI
-// only. Without no_new_privs it needs CAP_SYS_ADMIN.
+// EPERM; the x32 ABI fails with ENOSYS. On x86_64 a second filter denies
+// the same calls through the i386 ABI. Without no_new_privs it needs
+// CAP_SYS_ADMIN.
 func LoadSeccomp() error {
 	if !seccomp.Supported() {
 		return fmt.Errorf("load seccomp filter: %w", volume.ErrNotSupported)
 	}
 	if err := seccomp.LoadFilter(defaultFilter()); err != nil {
 		return fmt.Errorf("load seccomp filter: %w", err)
+	}
+	if native, err := arch.GetInfo(""); err == nil && native.ID == arch.X86_64.ID {
+		if err := loadCompatFilter(); err != nil {
+			return fmt.Errorf("load seccomp filter for the i386 ABI: %w", err)
+		}
 	}
 	return nil
 }

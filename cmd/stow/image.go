@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/runtime/container"
 	"github.com/stowage/stowage/runtime/image"
 )
 
@@ -125,12 +127,20 @@ func shortImageID(id string) string {
 }
 
 func (a *app) imageRemoveCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm NAME...",
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "rm [-f] NAME...",
 		Aliases: []string{"remove"},
 		Short:   "Remove images",
 		Long: `Remove images, printing the name of each one removed. Layers no other
 image uses are deleted.
+
+An image that a container was made from is refused while the container
+exists, running or not, and the error names the containers: remove them
+first with 'stow rm'. With -f the image of stopped containers is removed
+anyway; the image of a running container never is, since its layers are
+that container's root. A name that shares its image with another name only
+drops the name and is never refused.
 
 Failures are reported on standard error; the others are still removed, and
 the exit status is then 1.`,
@@ -140,9 +150,13 @@ the exit status is then 1.`,
 			if err != nil {
 				return err
 			}
+			cs, err := container.OpenStore(a.runtimeRoot())
+			if err != nil {
+				return err
+			}
 			failed := false
 			for _, name := range args {
-				if err := s.Remove(name); err != nil {
+				if err := removeImage(s, cs, name, force); err != nil {
 					a.report(err)
 					failed = true
 					continue
@@ -155,4 +169,89 @@ the exit status is then 1.`,
 			return nil
 		},
 	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove images that stopped containers were made from")
+	return cmd
+}
+
+// findImage returns the image name (NAME[:TAG]). A missing image is
+// ErrNotFound, with a hint at how to list and import images.
+func findImage(s *image.Store, name string) (image.Image, error) {
+	img, err := s.Get(name)
+	if errors.Is(err, volume.ErrNotFound) {
+		return img, fmt.Errorf("%w (list images with 'stow images', import one with 'stow image import PATH NAME')", err)
+	}
+	return img, err
+}
+
+// removeImage removes the image name unless a container keeps it (see
+// imageUsers): a running one always, a stopped one unless force. The check
+// and the removal are not atomic: a container created in between is not
+// seen.
+func removeImage(s *image.Store, cs *container.Store, name string, force bool) error {
+	img, err := findImage(s, name)
+	if err != nil {
+		return err
+	}
+	users, err := imageUsers(s, cs, img)
+	if err != nil {
+		return err
+	}
+	var running, stopped []string
+	for _, c := range users {
+		if c.State.Status == container.Exited {
+			stopped = append(stopped, c.Config.Name)
+		} else {
+			// Created counts as running: its monitor may be starting it.
+			// So does a container whose monitor died, until a sweep
+			// ('stow ps') marks it exited.
+			running = append(running, c.Config.Name)
+		}
+	}
+	if len(running) > 0 {
+		who, them := containerNames(running)
+		return fmt.Errorf("image %s: %w by running %s (stop and remove %s first; -f never removes the image of a running container)",
+			img.Name, volume.ErrInUse, who, them)
+	}
+	if len(stopped) > 0 && !force {
+		who, them := containerNames(stopped)
+		return fmt.Errorf("image %s: %w by %s (remove %s first with 'stow rm', or remove the image anyway with -f)",
+			img.Name, volume.ErrInUse, who, them)
+	}
+	return s.Remove(img.Name)
+}
+
+// imageUsers returns the containers made from img that are not removed.
+// None keeps img when another name refers to the same image: removing the
+// name then deletes no layer. A container recorded without an image ID is
+// matched by the image's name.
+func imageUsers(s *image.Store, cs *container.Store, img image.Image) ([]container.Container, error) {
+	imgs, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range imgs {
+		if o.Name != img.Name && o.ID == img.ID {
+			return nil, nil
+		}
+	}
+	all, err := cs.List()
+	if err != nil {
+		return nil, err
+	}
+	var users []container.Container
+	for _, c := range all {
+		if c.Config.ImageID == img.ID || (c.Config.ImageID == "" && c.Config.Image == img.Name) {
+			users = append(users, c)
+		}
+	}
+	return users, nil
+}
+
+// containerNames names containers in an error message: "container web"
+// or "containers a, b", and the pronoun that refers to them.
+func containerNames(names []string) (who, them string) {
+	if len(names) == 1 {
+		return "container " + names[0], "it"
+	}
+	return "containers " + strings.Join(names, ", "), "them"
 }

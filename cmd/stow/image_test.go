@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/stowage/stowage/runtime/container"
 )
 
 // rootfsTar writes a small rootfs tarball and returns its path.
@@ -96,5 +99,107 @@ func TestImageCommands(t *testing.T) {
 	out, _, _ = stow(t, env, "images", "--format", "json")
 	if strings.TrimSpace(out) != "[]" {
 		t.Errorf("images after rm: %q", out)
+	}
+}
+
+// TestImageRemoveInUse: image rm refuses an image that containers were
+// made from, naming them; -f overrides stopped containers only; a second
+// name of the same image can go.
+func TestImageRemoveInUse(t *testing.T) {
+	root := t.TempDir()
+	env := map[string]string{"STOW_ROOT": root}
+	tarball := rootfsTar(t, "hello")
+	out, errOut, code := stow(t, env, "image", "import", tarball, "base:1")
+	if code != 0 {
+		t.Fatalf("import: %q %d", errOut, code)
+	}
+	id := strings.TrimSpace(out)
+	if _, errOut, code := stow(t, env, "image", "import", rootfsTar(t, "other"), "other"); code != 0 {
+		t.Fatalf("import other: %q", errOut)
+	}
+	cs, err := container.OpenStore(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Containers as stow run records them: web runs on base:1, done and
+	// old have exited, and x was made from another image.
+	add := func(name, img, imgID string, status container.Status) {
+		t.Helper()
+		c, err := cs.Create(container.Config{ID: container.NewID(), Name: name, Image: img, ImageID: imgID,
+			Args: []string{"true"}, Created: time.Now().UTC()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := c.State
+		st.Status = status
+		if err := cs.SaveState(c.ID(), st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("web", "base:1", id, container.Running)
+	add("done", "base:1", id, container.Exited)
+	add("old", "base:1", "", container.Exited) // recorded without an image ID
+	add("x", "other:latest", "sha256:"+strings.Repeat("0", 64), container.Exited)
+
+	tests := []struct {
+		name    string
+		args    []string
+		running container.Status // web's status before the step
+		out     string
+		errText string
+	}{
+		{"running container refuses", []string{"image", "rm", "base:1"}, container.Running, "",
+			"stow: image base:1: in use by running container web (stop and remove it first; -f never removes the image of a running container)\n"},
+		{"even with -f", []string{"image", "rm", "-f", "base:1"}, container.Running, "",
+			"stow: image base:1: in use by running container web (stop and remove it first; -f never removes the image of a running container)\n"},
+		{"created counts as running", []string{"image", "rm", "--force", "base:1"}, container.Created, "",
+			"stow: image base:1: in use by running container web (stop and remove it first; -f never removes the image of a running container)\n"},
+		{"stopped containers refuse", []string{"image", "rm", "base:1"}, container.Exited, "",
+			"stow: image base:1: in use by containers web, done, old (remove them first with 'stow rm', or remove the image anyway with -f)\n"},
+		{"other images go", []string{"image", "rm", "other"}, container.Exited, "other\n", ""},
+		{"missing image", []string{"image", "rm", "nope"}, container.Exited, "",
+			"stow: image nope:latest: not found (list images with 'stow images', import one with 'stow image import PATH NAME')\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := cs.Get("web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.State.Status = tt.running
+			if err := cs.SaveState(c.ID(), c.State); err != nil {
+				t.Fatal(err)
+			}
+			out, errOut, code := stow(t, env, tt.args...)
+			if out != tt.out || errOut != tt.errText || (code == 0) != (tt.errText == "") {
+				t.Errorf("stow %s: %q %q exit %d\nwant %q %q", strings.Join(tt.args, " "), out, errOut, code, tt.out, tt.errText)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(root, "images", "base:1.json")); err != nil {
+		t.Fatalf("refused removals removed the image: %v", err)
+	}
+
+	// A second name of the same image is only a name: it goes, and base:1
+	// is still refused.
+	if _, errOut, code := stow(t, env, "image", "import", tarball, "base:2"); code != 0 {
+		t.Fatalf("import base:2: %q", errOut)
+	}
+	if out, errOut, code := stow(t, env, "image", "rm", "base:2"); code != 0 || out != "base:2\n" {
+		t.Errorf("rm of a second name: %q %q %d", out, errOut, code)
+	}
+	if _, errOut, code := stow(t, env, "image", "rm", "base:1"); code != 1 || !strings.Contains(errOut, "in use by containers web, done, old") {
+		t.Errorf("rm after dropping the second name: %q %d", errOut, code)
+	}
+
+	// -f removes the image of stopped containers, and its layer.
+	if out, errOut, code := stow(t, env, "image", "rm", "-f", "base:1"); code != 0 || out != "base:1\n" || errOut != "" {
+		t.Errorf("rm -f: %q %q %d", out, errOut, code)
+	}
+	if out, _, _ := stow(t, env, "images", "--format", "json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("images after rm -f: %q", out)
+	}
+	if layers, _ := filepath.Glob(filepath.Join(root, "layers", "sha256", "*.json")); len(layers) != 0 {
+		t.Errorf("layers left: %v", layers)
 	}
 }

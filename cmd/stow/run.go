@@ -177,7 +177,7 @@ supported. The container has no network but its own loopback with
 			if err != nil {
 				return err
 			}
-			img, err := s.Get(args[0])
+			img, err := findImage(s, args[0])
 			if err != nil {
 				return err
 			}

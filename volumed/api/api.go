@@ -42,7 +42,9 @@ type Volume struct {
 // Provider is a storage provider volumed supervises.
 type Provider struct {
 	Name string `json:"name"`
-	// Kind says where it runs: "builtin" (inside volumed).
+	// Kind says where it runs: "builtin" (inside volumed), "csi" (a CSI
+	// driver at an endpoint), "sidecar" (a CSI driver in a container that
+	// volumed runs).
 	Kind string `json:"kind"`
 	// Driver and Version are what the provider reports of itself.
 	Driver  string `json:"driver"`

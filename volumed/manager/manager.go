@@ -48,7 +48,10 @@ type Options struct {
 	// the provider option.
 	Providers       map[string]volume.Provider
 	DefaultProvider string
-	Logger          *slog.Logger
+	// Kinds says where each provider runs, as shown in api.Provider.Kind:
+	// "builtin" (the default), "csi" (an existing CSI endpoint), "sidecar".
+	Kinds  map[string]string
+	Logger *slog.Logger
 	// IsMounted reports whether path is a mount point; nil means
 	// mountinfo.Mounted. Reconcile uses it.
 	IsMounted func(path string) (bool, error)
@@ -78,6 +81,7 @@ type Manager struct {
 // provider is a provider and what volumed learnt of it.
 type provider struct {
 	name string
+	kind string
 	p    volume.Provider
 
 	mu        sync.Mutex // guards the fields below
@@ -122,7 +126,11 @@ func New(opts Options) (*Manager, error) {
 		m.probeTimeout = 5 * time.Second
 	}
 	for name, p := range opts.Providers {
-		m.providers[name] = &provider{name: name, p: p}
+		kind := opts.Kinds[name]
+		if kind == "" {
+			kind = "builtin"
+		}
+		m.providers[name] = &provider{name: name, kind: kind, p: p}
 	}
 	for _, dir := range []string{m.root, m.mountsDir(), m.stagingDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -76,7 +76,7 @@ func (m *Manager) Providers(ctx context.Context) []api.Provider {
 		p.mu.Lock()
 		ap := api.Provider{
 			Name:      name,
-			Kind:      "builtin",
+			Kind:      p.kind,
 			Driver:    p.info.Name,
 			Version:   p.info.Version,
 			State:     api.ProviderDown,

@@ -198,19 +198,37 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 		if cause != nil {
 			st.Error = cause.Error()
 		}
-		e.release(ctx, &st, g, log)
+		// A container to remove that holds no volumes has nothing left to
+		// record: its directory goes while its cgroup is released.
+		var removed chan error
 		if c.Config.AutoRemove && len(st.Mounts) == 0 {
+			removed = make(chan error, 1)
+			go func() { removed <- e.store.Remove(id) }()
+		}
+		e.release(ctx, &st, g, log)
+		switch {
+		case removed != nil:
+			if err := <-removed; err != nil {
+				log.Warn("remove container", "err", err)
+			}
+		case c.Config.AutoRemove && len(st.Mounts) == 0:
 			if err := e.store.Remove(id); err != nil {
 				log.Warn("remove container", "err", err)
 			}
-		} else if err := e.store.SaveState(id, st); err != nil {
-			log.Warn("save state", "err", err)
+		default:
+			if err := e.store.SaveState(id, st); err != nil {
+				log.Warn("save state", "err", err)
+			}
 		}
 		ready(cause)
 		return st, cause
 	}
-	if err := e.store.SaveState(id, st); err != nil {
-		return finish(codeSetup, err)
+	// A foreground monitor is the process that created the container,
+	// which Create recorded already.
+	if st.MonitorPID != c.State.MonitorPID || st.MonitorStart != c.State.MonitorStart {
+		if err := e.store.SaveState(id, st); err != nil {
+			return finish(codeSetup, err)
+		}
 	}
 	var mounts []bindMount
 	for i, v := range c.Config.Volumes {
@@ -265,14 +283,16 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 	if err != nil {
 		return finish(codeSetup, fmt.Errorf("start container: %w", err))
 	}
-	// Recorded before the command can run: the init waits for its
-	// configuration.
 	st.Status, st.PID, st.StartedAt = Running, cmd.Process.Pid, time.Now().UTC()
 	st.PIDStart, _ = procStart(st.PID)
-	if err := e.store.SaveState(id, st); err != nil {
-		log.Warn("save state", "err", err)
+	// Recorded before the command can run, while the init prepares: it
+	// waits for the word to go on.
+	record := func() {
+		if err := e.store.SaveState(id, st); err != nil {
+			log.Warn("save state", "err", err)
+		}
 	}
-	if err := s.handshake(icfg, g); err != nil {
+	if err := s.handshake(icfg, g, record); err != nil {
 		return finish(exitCodeOf(err), err)
 	}
 	ready(nil)
@@ -297,8 +317,13 @@ func (e *Engine) release(ctx context.Context, st *State, g group, log *slog.Logg
 	}
 	st.Mounts = kept
 	if g != nil {
-		if err := g.Kill(); err != nil {
-			log.Warn("kill cgroup", "err", err)
+		// The PID 1 of a container takes every other process of its PID
+		// namespace along when it ends, so the group is nearly always empty
+		// here; Kill, which freezes it first, is for what is left.
+		if pids, err := g.Procs(); err != nil || len(pids) > 0 {
+			if err := g.Kill(); err != nil {
+				log.Warn("kill cgroup", "err", err)
+			}
 		}
 		if err := g.Delete(); err != nil {
 			log.Warn("delete cgroup", "err", err)
@@ -368,35 +393,55 @@ func spawn(cmd *exec.Cmd, extra ...*os.File) (*started, error) {
 	return &started{cmd: cmd, cfgW: cfgW, statusR: stR}, nil
 }
 
-// handshake puts the init into g, sends its configuration and waits until
-// it executes the command or reports why it cannot.
-func (s *started) handshake(cfg initConfig, g group) error {
+// handshake sends the init its configuration at once, puts the init into g
+// and calls record (if not nil) while the init prepares, then tells it to
+// go on and waits until it executes the command or reports why it cannot.
+// Joining a cgroup v1 waits for an RCU grace period: done in parallel, that
+// wait overlaps the init's own start and its building of the root.
+func (s *started) handshake(cfg initConfig, g group, record func()) error {
 	defer s.statusR.Close()
-	abort := func(err error) error {
-		s.cfgW.Close()
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		return err
-	}
-	if g != nil {
-		if err := g.Add(s.cmd.Process.Pid); err != nil {
-			return abort(fmt.Errorf("join cgroup: %w", err))
+	err := json.NewEncoder(s.cfgW).Encode(cfg)
+	if err != nil {
+		err = fmt.Errorf("send init config: %w", err)
+	} else {
+		joined := make(chan error, 1)
+		go func() {
+			if g == nil {
+				joined <- nil
+				return
+			}
+			joined <- g.Add(s.cmd.Process.Pid)
+		}()
+		if record != nil {
+			record()
+		}
+		if err = <-joined; err != nil {
+			err = fmt.Errorf("join cgroup: %w", err)
 		}
 	}
-	err := json.NewEncoder(s.cfgW).Encode(cfg)
-	s.cfgW.Close()
 	if err != nil {
-		return abort(fmt.Errorf("send init config: %w", err))
+		// Killed before its pipe closes, so the init never runs the
+		// command outside its cgroup.
+		s.cmd.Process.Kill()
+	} else {
+		// An init that failed while it prepared is gone and this write
+		// fails; its status says why.
+		s.cfgW.Write([]byte{goAhead})
 	}
+	s.cfgW.Close()
 	b, _ := io.ReadAll(s.statusR)
-	if len(b) == 0 {
+	if len(b) == 0 && err == nil {
 		return nil // the command runs
 	}
+	s.cmd.Wait()
+	if len(b) == 0 {
+		return err
+	}
+	// What the init reports explains a failed join too: it ended first.
 	var ie initError
 	if err := json.Unmarshal(b, &ie); err != nil {
 		ie = initError{Msg: "container init: " + string(b), Code: codeSetup}
 	}
-	s.cmd.Wait()
 	return &CommandError{Code: ie.Code, Msg: ie.Msg}
 }
 
@@ -496,7 +541,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, args, env []string, stdio
 		Cwd:  c.Config.WorkingDir,
 		User: c.Config.User,
 	}
-	if err := r.s.handshake(icfg, g); err != nil {
+	if err := r.s.handshake(icfg, g, nil); err != nil {
 		return exitCodeOf(err), err
 	}
 	return wait(cmd, sigs), nil

@@ -8,6 +8,7 @@ import (
 // group is what the engine needs of a cgroup; *cgroup.Group is one.
 type group interface {
 	Add(pid int) error
+	Procs() ([]int, error)
 	Kill() error
 	OOMKilled() (bool, error)
 	Delete() error

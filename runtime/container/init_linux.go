@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -29,15 +30,20 @@ const (
 )
 
 // The file descriptors of a re-executed init: the configuration comes on
-// fdConfig (read to EOF, which the parent closes once the process is in its
-// cgroup); errors before the command runs go back on fdStatus, which closes
-// on exec, so EOF without a message means the command runs.
+// fdConfig as soon as the process runs, and then, once the parent has put
+// the process into the container's cgroup, the byte goAhead; errors before
+// the command runs go back on fdStatus, which closes on exec, so EOF without
+// a message means the command runs.
 const (
 	fdConfig = 3
 	fdStatus = 4
 	// fdMountNS is, in modeExec, the container's mount namespace.
 	fdMountNS = 5
 )
+
+// goAhead follows the configuration on fdConfig when the init may go on to
+// the command. EOF in its place means the parent gave up.
+const goAhead = 'g'
 
 // Exit codes of a command that did not run, as Docker's.
 const (
@@ -114,20 +120,19 @@ func runInit(mode string) {
 	}
 	var cfg initConfig
 	cfgFile := os.NewFile(fdConfig, "config")
-	if err := json.NewDecoder(cfgFile).Decode(&cfg); err != nil {
+	dec := json.NewDecoder(cfgFile)
+	if err := dec.Decode(&cfg); err != nil {
 		fail(codeSetup, fmt.Errorf("read init config: %w", err))
 	}
-	cfgFile.Close()
 	if len(cfg.Args) == 0 {
 		fail(codeSetup, fmt.Errorf("%w: no command", volume.ErrInvalid))
 	}
+	// All that prepares the command happens while the parent puts this
+	// process into the container's cgroup: in cgroup v1 that move waits for
+	// an RCU grace period, several milliseconds that would otherwise add to
+	// every start. The command runs only after the move.
 	switch mode {
 	case modeInit:
-		// The parent sends the configuration once this process is in
-		// the container's cgroup, which becomes the namespace's root.
-		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
-			fail(codeSetup, fmt.Errorf("make cgroup namespace: %w", err))
-		}
 		if err := setupRoot(cfg); err != nil {
 			fail(codeSetup, err)
 		}
@@ -164,6 +169,17 @@ func runInit(mode string) {
 	if err != nil {
 		fail(codeSetup, err)
 	}
+	if !awaitGoAhead(io.MultiReader(dec.Buffered(), cfgFile)) {
+		fail(codeSetup, errors.New("container init: the runtime gave up before the command started"))
+	}
+	cfgFile.Close()
+	if mode == modeInit {
+		// This process is now in the container's cgroup, which becomes
+		// the root of the namespace.
+		if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+			fail(codeSetup, fmt.Errorf("make cgroup namespace: %w", err))
+		}
+	}
 	if err := secure(uid, gid); err != nil {
 		fail(codeSetup, err)
 	}
@@ -173,6 +189,22 @@ func runInit(mode string) {
 		code = codeNotFound
 	}
 	fail(code, fmt.Errorf("exec %s: %w", file, err))
+}
+
+// awaitGoAhead reads past the whitespace that ends the configuration and
+// reports whether the next byte is goAhead.
+func awaitGoAhead(r io.Reader) bool {
+	var b [1]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return false
+		}
+		switch b[0] {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return b[0] == goAhead
+	}
 }
 
 // lookPath finds the command name in the PATH of env, as a shell would.

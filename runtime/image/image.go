@@ -30,6 +30,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stowage/stowage/internal/atomicfile"
@@ -84,10 +85,14 @@ type layerRecord struct {
 // defaultPath is the PATH of an image that does not set one.
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// The patterns compile on first use: every stow process links this package,
+// and the container init, a stow process too, never parses names.
 var (
-	nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*$`)
-	tagRE  = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	hexRE  = regexp.MustCompile(`^[a-f0-9]{64}$`)
+	nameRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*$`)
+	})
+	tagRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`) })
+	hexRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[a-f0-9]{64}$`) })
 )
 
 // ParseName normalises an image name NAME[:TAG] to NAME:TAG, the tag
@@ -99,10 +104,10 @@ func ParseName(s string) (string, error) {
 	if !hasTag {
 		tag = DefaultTag
 	}
-	if len(n) > 255 || !nameRE.MatchString(n) {
+	if len(n) > 255 || !nameRE().MatchString(n) {
 		return "", fmt.Errorf("image name %q: %w: NAME must match [a-z0-9][a-z0-9_.-]*(/[a-z0-9][a-z0-9_.-]*)*, at most 255 characters", s, volume.ErrInvalid)
 	}
-	if !tagRE.MatchString(tag) {
+	if !tagRE().MatchString(tag) {
 		return "", fmt.Errorf("image name %q: %w: TAG must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", s, volume.ErrInvalid)
 	}
 	return n + ":" + tag, nil
@@ -111,7 +116,7 @@ func ParseName(s string) (string, error) {
 // parseDiffID checks a layer ID "sha256:<hex>" and returns the hex.
 func parseDiffID(id string) (string, error) {
 	h, ok := strings.CutPrefix(id, "sha256:")
-	if !ok || !hexRE.MatchString(h) {
+	if !ok || !hexRE().MatchString(h) {
 		return "", fmt.Errorf("layer ID %q: %w: want sha256:<64 lowercase hex digits>", id, volume.ErrInvalid)
 	}
 	return h, nil

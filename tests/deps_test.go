@@ -50,10 +50,10 @@ func goList(t *testing.T, cgo string, args ...string) []pkg {
 	return pkgs
 }
 
-// TestDepsNoCgo checks that volumed and stow build without cgo and
+// TestDepsNoCgo checks that volumed, stow and stow-init build without cgo and
 // link no go-ceph: they must run as static binaries anywhere.
 func TestDepsNoCgo(t *testing.T) {
-	for _, main := range []string{"./cmd/volumed", "./cmd/stow"} {
+	for _, main := range []string{"./cmd/volumed", "./cmd/stow", "./cmd/stow-init"} {
 		t.Run(main, func(t *testing.T) {
 			for _, p := range goList(t, "0", "-deps", main) {
 				switch {
@@ -74,6 +74,29 @@ func TestDepsNoCgo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDepsInit checks that stow-init, which starts inside every new
+// container, links only the container's inside and what it needs: each
+// package more adds to every container's start.
+func TestDepsInit(t *testing.T) {
+	allowed := []string{
+		module + "/cmd/stow-init", module + "/runtime/container/initproc", module + "/runtime/security",
+		module + "/plugins/volume", "golang.org/x/sys/", "golang.org/x/net/bpf",
+		"github.com/elastic/go-seccomp-bpf", "github.com/moby/sys/capability",
+	}
+	for _, p := range goList(t, "0", "-deps", "./cmd/stow-init") {
+		if p.Standard {
+			continue
+		}
+		ok := false
+		for _, a := range allowed {
+			ok = ok || p.ImportPath == a || strings.HasPrefix(p.ImportPath, strings.TrimSuffix(a, "/")+"/")
+		}
+		if !ok {
+			t.Errorf("stow-init links %s", p.ImportPath)
+		}
 	}
 }
 

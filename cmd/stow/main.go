@@ -19,7 +19,9 @@ import (
 var version = "dev"
 
 func main() {
-	container.Init() // a re-executed container init or monitor never returns
+	// A re-executed container init (when no stow-init is installed beside
+	// stow) or monitor never returns.
+	container.Init()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()

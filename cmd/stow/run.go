@@ -81,7 +81,7 @@ type runOptions struct {
 	name, workdir, hostname, user string
 	memory, cpus, network         string
 	pidsLimit                     int64
-	autoRemove, detach            bool
+	autoRemove, detach, init      bool
 	env, volumes                  []string
 }
 
@@ -91,7 +91,7 @@ func (o runOptions) containerConfig(img image.Image, lowers, cmdArgs []string) (
 	cfg := container.Config{
 		ID: container.NewID(), Name: o.name, Image: img.Name, ImageID: img.ID, Lowers: lowers,
 		WorkingDir: img.Config.WorkingDir, User: img.Config.User, Hostname: o.hostname,
-		AutoRemove: o.autoRemove, Detach: o.detach, Created: time.Now().UTC(),
+		Init: o.init, AutoRemove: o.autoRemove, Detach: o.detach, Created: time.Now().UTC(),
 	}
 	var err error
 	if cfg.Name != "" {
@@ -159,7 +159,10 @@ killed it, 125 when the container could not be set up, 126 when the command
 cannot be executed, 127 when it is not found) and forwards the signals it
 gets (INT, TERM, HUP, QUIT, USR1, USR2, WINCH) to it. As PID 1, the command
 gets only the signals it handles, and must reap the children it starts, as
-a shell does.
+a shell does. With --init a minimal init is PID 1 instead and the command
+its child, as with 'docker run --init': the init forwards every signal it
+can catch to the command, reaps every zombie and exits with the command's
+status.
 
 With -d the container runs detached: stow prints its ID once its command
 runs, and its output goes to a log ('stow logs').
@@ -226,6 +229,7 @@ supported. The container has no network but its own loopback with
 	f.StringVar(&o.name, "name", "", "container `NAME` (default: the ID's first 12 digits)")
 	f.BoolVar(&o.autoRemove, "rm", false, "remove the container when it exits")
 	f.BoolVarP(&o.detach, "detach", "d", false, "run in the background and print the container's ID")
+	f.BoolVar(&o.init, "init", false, "run an init as PID 1 that forwards signals and reaps zombies")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "set an environment variable `KEY=VALUE`, repeatable")
 	f.StringVarP(&o.workdir, "workdir", "w", "", "working `DIR` of the command (absolute)")
 	f.StringVarP(&o.user, "user", "u", "", "run as `USER[:GROUP]`, names or numbers")

@@ -31,12 +31,12 @@ func TestContainerConfig(t *testing.T) {
 		}},
 		{name: "flags", args: []string{"echo", "hi"}, opts: runOptions{
 			network: "host", name: "web", hostname: "h", workdir: "/x", user: "0:0", env: []string{"A=1", "B=2"},
-			volumes: []string{"data:/d:ro"}, memory: "64m", cpus: "0.5", pidsLimit: 64, autoRemove: true,
+			volumes: []string{"data:/d:ro"}, memory: "64m", cpus: "0.5", pidsLimit: 64, autoRemove: true, init: true,
 		}, check: func(t *testing.T, c container.Config) {
 			want := container.Resources{MemoryBytes: 64 << 20, CPUs: 0.5, PidsMax: 64}
 			if !slices.Equal(c.Args, []string{"echo", "hi"}) || c.Name != "web" || c.Hostname != "h" ||
 				c.WorkingDir != "/x" || c.User != "0:0" || c.Network != "host" || c.Resources != want ||
-				!c.AutoRemove || !slices.Equal(c.Env, []string{"PATH=/bin", "A=1", "B=2"}) ||
+				!c.AutoRemove || !c.Init || !slices.Equal(c.Env, []string{"PATH=/bin", "A=1", "B=2"}) ||
 				len(c.Volumes) != 1 || !c.Volumes[0].ReadOnly {
 				t.Errorf("%+v", c)
 			}

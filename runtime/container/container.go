@@ -6,7 +6,10 @@
 //
 // The container's PID 1 is its command itself, as with `docker run` without
 // --init: it gets only the signals it handles, and it must reap the
-// children it starts (a shell does). Its exit code is the container's; a
+// children it starts (a shell does). With Config.Init, as with `docker run
+// --init`, a minimal init is PID 1 instead: it forwards every signal it can
+// catch to the command, reaps every zombie and exits with the command's
+// status. Either way the container's exit code is the command's; a
 // command killed by signal N exits 128+N.
 //
 // A container is owned by a monitor: the stow process itself in the
@@ -14,9 +17,13 @@
 // container. The monitor mounts the volumes, starts the container, waits for
 // it, records its end in state.json and unmounts the volumes again.
 //
-// Programs that start containers must call Init first thing in main (and
-// tests in TestMain): the container's init, the detached monitor and the
-// exec helper are this same binary re-executed, and Init runs them.
+// What runs inside the new namespaces until the command starts (package
+// initproc) is the small program stow-init (cmd/stow-init), found beside
+// the runtime's executable or in ../libexec/stowage/ from its directory:
+// it starts in about a millisecond. Without it the runtime re-executes
+// its own binary, so programs that start containers must call Init first
+// thing in main (and tests in TestMain): Init runs that init, the detached
+// monitor and the exec helper.
 //
 // On disk, under ROOT/containers/<id>/: config.json (what was asked),
 // state.json (what happens, written by temp file + fsync + rename), upper/
@@ -109,6 +116,8 @@ type Config struct {
 	Network    string    `json:"network"`
 	Volumes    []Volume  `json:"volumes,omitempty"`
 	Resources  Resources `json:"resources"`
+	// Init runs a minimal init as PID 1 with the command as its child.
+	Init bool `json:"init,omitempty"`
 	// AutoRemove removes the container when it exits.
 	AutoRemove bool      `json:"auto_remove,omitempty"`
 	Detach     bool      `json:"detach,omitempty"`

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/runtime/container/initproc"
 	"github.com/stowage/stowage/volumed/client"
 )
 
@@ -27,6 +28,7 @@ const (
 	envID     = "_STOWAGE_ID"
 	envRoot   = "_STOWAGE_ROOT"
 	envPlugin = "_STOWAGE_PLUGIN"
+	envInit   = "_STOWAGE_INIT_PROGRAM"
 )
 
 // cleanupTimeout bounds the unmounts after a container ends.
@@ -41,7 +43,12 @@ type Options struct {
 	PluginSocket string
 	// Volumes mounts volumes; nil means volumed at PluginSocket.
 	Volumes Volumes
-	Logger  *slog.Logger
+	// Init is the container init program. Empty means stow-init beside
+	// this executable or in ../libexec/stowage/ from its directory, and
+	// this executable itself, re-executed, when there is none: a program
+	// that starts containers calls Init in main for that.
+	Init   string
+	Logger *slog.Logger
 }
 
 // Engine starts and manages containers. Its methods may be called from
@@ -51,6 +58,7 @@ type Engine struct {
 	socket string
 	store  *Store
 	vols   Volumes
+	init   string // the container init program
 	log    *slog.Logger
 }
 
@@ -60,7 +68,11 @@ func New(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{root: opts.Root, socket: opts.PluginSocket, store: s, vols: opts.Volumes, log: opts.Logger}
+	init, err := initProgram(opts.Init)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{root: opts.Root, socket: opts.PluginSocket, store: s, vols: opts.Volumes, init: init, log: opts.Logger}
 	if e.vols == nil {
 		e.vols = client.NewPlugin(opts.PluginSocket)
 	}
@@ -103,7 +115,8 @@ func (e *Engine) Start(ctx context.Context, id string) error {
 	defer r.Close()
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args = []string{"stow-monitor", c.ID()}
-	cmd.Env = []string{envMode + "=" + modeMonitor, envID + "=" + c.ID(), envRoot + "=" + e.root, envPlugin + "=" + e.socket}
+	cmd.Env = []string{initproc.EnvMode + "=" + modeMonitor, envID + "=" + c.ID(), envRoot + "=" + e.root,
+		envPlugin + "=" + e.socket, envInit + "=" + e.init}
 	cmd.ExtraFiles = []*os.File{w}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
@@ -113,7 +126,7 @@ func (e *Engine) Start(ctx context.Context, id string) error {
 	}
 	// The monitor outlives this process; it is not waited for.
 	cmd.Process.Release()
-	var res initError
+	var res initproc.Error
 	b, _ := io.ReadAll(r)
 	if len(b) == 0 {
 		return fmt.Errorf("start container %s: the monitor ended without a word (see %s)", c.ID()[:12], filepath.Join(c.Dir, "monitor.log"))
@@ -130,15 +143,15 @@ func (e *Engine) Start(ctx context.Context, id string) error {
 // runMonitor is the detached monitor: it runs one container and records
 // its end.
 func runMonitor() {
-	unix.CloseOnExec(fdConfig)
-	readyFile := os.NewFile(fdConfig, "ready")
+	unix.CloseOnExec(initproc.FDConfig)
+	readyFile := os.NewFile(initproc.FDConfig, "ready")
 	id, root := os.Getenv(envID), os.Getenv(envRoot)
 	var once sync.Once
 	ready := func(err error) {
 		once.Do(func() {
-			var res initError
+			var res initproc.Error
 			if err != nil {
-				res = initError{Msg: err.Error(), Code: codeSetup}
+				res = initproc.Error{Msg: err.Error(), Code: initproc.CodeSetup}
 				var ce *CommandError
 				if errors.As(err, &ce) {
 					res.Code = ce.Code
@@ -160,7 +173,7 @@ func runMonitor() {
 		os.Exit(1)
 	}
 	log := slog.New(slog.NewTextHandler(mlog, nil)).With("container", id)
-	e, err := New(Options{Root: root, PluginSocket: os.Getenv(envPlugin), Logger: log})
+	e, err := New(Options{Root: root, PluginSocket: os.Getenv(envPlugin), Init: os.Getenv(envInit), Logger: log})
 	if err != nil {
 		ready(err)
 		os.Exit(1)
@@ -227,36 +240,37 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 	// which Create recorded already.
 	if st.MonitorPID != c.State.MonitorPID || st.MonitorStart != c.State.MonitorStart {
 		if err := e.store.SaveState(id, st); err != nil {
-			return finish(codeSetup, err)
+			return finish(initproc.CodeSetup, err)
 		}
 	}
-	var mounts []bindMount
+	var mounts []initproc.BindMount
 	for i, v := range c.Config.Volumes {
 		mid := fmt.Sprintf("%s-%d", id, i)
 		src, err := e.vols.Mount(ctx, v.Name, mid)
 		if err != nil {
-			return finish(codeSetup, err)
+			return finish(initproc.CodeSetup, err)
 		}
 		st.Mounts = append(st.Mounts, MountedVolume{Name: v.Name, ID: mid, Source: src})
 		if err := e.store.SaveState(id, st); err != nil {
-			return finish(codeSetup, err)
+			return finish(initproc.CodeSetup, err)
 		}
-		mounts = append(mounts, bindMount{Source: src, Target: v.Target, ReadOnly: v.ReadOnly})
+		mounts = append(mounts, initproc.BindMount{Source: src, Target: v.Target, ReadOnly: v.ReadOnly})
 	}
 	var err error
 	if g, err = newGroup(id, c.Config.Resources); err != nil {
 		g = nil
-		return finish(codeSetup, fmt.Errorf("make cgroup: %w", err))
+		return finish(initproc.CodeSetup, fmt.Errorf("make cgroup: %w", err))
 	}
 	lowers := c.Config.Lowers
 	if len(lowers) == 0 {
 		empty := filepath.Join(c.Dir, "empty")
 		if err := os.MkdirAll(empty, 0o755); err != nil {
-			return finish(codeSetup, err)
+			return finish(initproc.CodeSetup, err)
 		}
 		lowers = []string{empty}
 	}
-	icfg := initConfig{
+	icfg := initproc.Config{
+		Version:  initproc.Version,
 		Rootfs:   filepath.Join(c.Dir, "rootfs"),
 		Upper:    filepath.Join(c.Dir, "upper"),
 		Work:     filepath.Join(c.Dir, "work"),
@@ -268,6 +282,7 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 		Env:      containerEnv(c.Config, nil),
 		Cwd:      c.Config.WorkingDir,
 		User:     c.Config.User,
+		Init:     c.Config.Init,
 	}
 	// The cgroup namespace comes later, from the init, once it is in its
 	// cgroup: that cgroup is then the root of the namespace.
@@ -275,13 +290,13 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 	if icfg.NewNet {
 		flags |= unix.CLONE_NEWNET
 	}
-	cmd := initCommand(modeInit, stdio)
+	cmd := e.initCommand(initproc.ModeInit, stdio)
 	// The container dies with its monitor: a monitor that is gone leaves
 	// nothing running that no one records.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Setsid: true, Pdeathsig: unix.SIGKILL}
 	s, err := spawn(cmd)
 	if err != nil {
-		return finish(codeSetup, fmt.Errorf("start container: %w", err))
+		return finish(initproc.CodeSetup, fmt.Errorf("start container: %w", err))
 	}
 	st.Status, st.PID, st.StartedAt = Running, cmd.Process.Pid, time.Now().UTC()
 	st.PIDStart, _ = procStart(st.PID)
@@ -336,7 +351,7 @@ func (e *Engine) release(ctx context.Context, st *State, g group, log *slog.Logg
 func containerEnv(cfg Config, extra []string) []string {
 	env := append([]string(nil), cfg.Env...)
 	if _, ok := lookupEnv(env, "PATH"); !ok {
-		env = append([]string{"PATH=" + defaultPath}, env...)
+		env = append([]string{"PATH=" + initproc.DefaultPath}, env...)
 	}
 	if _, ok := lookupEnv(env, "HOSTNAME"); !ok {
 		env = append(env, "HOSTNAME="+cfg.Hostname)
@@ -350,12 +365,12 @@ func containerEnv(cfg Config, extra []string) []string {
 	return env
 }
 
-// initCommand returns the command that re-executes this binary as an init
+// initCommand returns the command that starts the container init program
 // in mode.
-func initCommand(mode string, stdio Stdio) *exec.Cmd {
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = []string{"stow-init"}
-	cmd.Env = []string{envMode + "=" + mode}
+func (e *Engine) initCommand(mode string, stdio Stdio) *exec.Cmd {
+	cmd := exec.Command(e.init)
+	cmd.Args = []string{initName}
+	cmd.Env = []string{initproc.EnvMode + "=" + mode}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	return cmd
 }
@@ -369,7 +384,7 @@ type started struct {
 }
 
 // spawn starts cmd with the configuration and status pipes, and extra
-// files from fdMountNS on.
+// files from initproc.FDMountNS on.
 func spawn(cmd *exec.Cmd, extra ...*os.File) (*started, error) {
 	cfgR, cfgW, err := os.Pipe()
 	if err != nil {
@@ -398,7 +413,7 @@ func spawn(cmd *exec.Cmd, extra ...*os.File) (*started, error) {
 // go on and waits until it executes the command or reports why it cannot.
 // Joining a cgroup v1 waits for an RCU grace period: done in parallel, that
 // wait overlaps the init's own start and its building of the root.
-func (s *started) handshake(cfg initConfig, g group, record func()) error {
+func (s *started) handshake(cfg initproc.Config, g group, record func()) error {
 	defer s.statusR.Close()
 	err := json.NewEncoder(s.cfgW).Encode(cfg)
 	if err != nil {
@@ -426,7 +441,7 @@ func (s *started) handshake(cfg initConfig, g group, record func()) error {
 	} else {
 		// An init that failed while it prepared is gone and this write
 		// fails; its status says why.
-		s.cfgW.Write([]byte{goAhead})
+		s.cfgW.Write([]byte{initproc.GoAhead})
 	}
 	s.cfgW.Close()
 	b, _ := io.ReadAll(s.statusR)
@@ -438,9 +453,9 @@ func (s *started) handshake(cfg initConfig, g group, record func()) error {
 		return err
 	}
 	// What the init reports explains a failed join too: it ended first.
-	var ie initError
+	var ie initproc.Error
 	if err := json.Unmarshal(b, &ie); err != nil {
-		ie = initError{Msg: "container init: " + string(b), Code: codeSetup}
+		ie = initproc.Error{Msg: "container init: " + string(b), Code: initproc.CodeSetup}
 	}
 	return &CommandError{Code: ie.Code, Msg: ie.Msg}
 }
@@ -451,7 +466,7 @@ func exitCodeOf(err error) int {
 	if errors.As(err, &ce) {
 		return ce.Code
 	}
-	return codeSetup
+	return initproc.CodeSetup
 }
 
 // wait forwards signals to cmd until it ends and returns its exit code:
@@ -509,7 +524,7 @@ func (e *Engine) Exec(ctx context.Context, ref string, args, env []string, stdio
 	if err != nil {
 		return 0, fmt.Errorf("enter container %s: %w", c.Config.Name, err)
 	}
-	cmd := initCommand(modeExec, stdio)
+	cmd := e.initCommand(initproc.ModeExec, stdio)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	mnt := nsFiles[len(nsFiles)-1]
 	type result struct {
@@ -535,11 +550,12 @@ func (e *Engine) Exec(ctx context.Context, ref string, args, env []string, stdio
 	if r.err != nil {
 		return 0, r.err
 	}
-	icfg := initConfig{
-		Args: args,
-		Env:  containerEnv(c.Config, env),
-		Cwd:  c.Config.WorkingDir,
-		User: c.Config.User,
+	icfg := initproc.Config{
+		Version: initproc.Version,
+		Args:    args,
+		Env:     containerEnv(c.Config, env),
+		Cwd:     c.Config.WorkingDir,
+		User:    c.Config.User,
 	}
 	if err := r.s.handshake(icfg, g, nil); err != nil {
 		return exitCodeOf(err), err

@@ -24,6 +24,7 @@ type Options struct {
 	Root         string
 	PluginSocket string
 	Volumes      Volumes
+	Init         string
 	Logger       *slog.Logger
 }
 

@@ -2,7 +2,6 @@ package container
 
 import (
 	"github.com/stowage/stowage/runtime/cgroup"
-	"github.com/stowage/stowage/runtime/security"
 )
 
 // group is what the engine needs of a cgroup; *cgroup.Group is one.
@@ -25,20 +24,4 @@ func newGroup(id string, r Resources) (group, error) {
 // loadGroup finds the cgroup of a container made earlier.
 func loadGroup(id string) (group, error) {
 	return cgroup.Load(cgroupName(id))
-}
-
-// secure drops the privileges of this thread before the command runs:
-// no_new_privs, the default capability set, the user, and the seccomp
-// filter last.
-func secure(uid, gid int) error {
-	if err := security.NoNewPrivileges(); err != nil {
-		return err
-	}
-	if err := security.DropCapabilities(security.DefaultCapabilities()); err != nil {
-		return err
-	}
-	if err := setUser(uid, gid); err != nil {
-		return err
-	}
-	return security.LoadSeccomp()
 }

@@ -332,7 +332,14 @@ func TestRunForeground(t *testing.T) {
 
 func TestRunSignals(t *testing.T) {
 	e, _ := testEngine(t)
-	c := newContainer(t, e, Config{}, "sh", "-c", `trap "echo got TERM; exit 7" TERM; echo ready; while :; do sleep 0.1; done`)
+	checkSignals(t, e, Config{})
+}
+
+// checkSignals runs a shell that exits 7 on SIGTERM in a container of cfg,
+// sends SIGTERM to its monitor once it runs and checks the exit.
+func checkSignals(t *testing.T, e *Engine, cfg Config) {
+	t.Helper()
+	c := newContainer(t, e, cfg, "sh", "-c", `trap "echo got TERM; exit 7" TERM; echo ready; while :; do sleep 0.1; done`)
 	pr, pw := io.Pipe()
 	sigs := make(chan os.Signal, 1)
 	type result struct {

@@ -50,11 +50,12 @@ func BuildBinaries(t testing.TB) Binaries {
 			build.err = err
 			return
 		}
-		cmd := exec.Command(gobin, "build", "-trimpath", "-o", build.dir+"/", "./cmd/volumed", "./cmd/stow")
+		// stow finds stow-init beside itself and starts containers with it.
+		cmd := exec.Command(gobin, "build", "-trimpath", "-o", build.dir+"/", "./cmd/volumed", "./cmd/stow", "./cmd/stow-init")
 		cmd.Dir = root
 		cmd.Env = environ([]string{"CGO_ENABLED=0"})
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go build ./cmd/volumed ./cmd/stow: %v\n%s", err, out)
+			build.err = fmt.Errorf("go build ./cmd/volumed ./cmd/stow ./cmd/stow-init: %v\n%s", err, out)
 			return
 		}
 		build.bins = Binaries{

@@ -19,8 +19,8 @@ HERMETIC_PKGS  = $(shell $(GO) list ./... | grep -v -E '^$(MODULE)/(tests|plugin
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-build: ## build static volumed, stow and stow-init into ./bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/volumed ./cmd/stow ./cmd/stow-init
+build: ## build static volumed, stow, stow-init and stow-provider into ./bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/volumed ./cmd/stow ./cmd/stow-init ./cmd/stow-provider
 
 test: deps vet test-hermetic test-root ## everything CI runs (as root): deps, vet, both test tiers
 

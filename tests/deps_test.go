@@ -50,10 +50,11 @@ func goList(t *testing.T, cgo string, args ...string) []pkg {
 	return pkgs
 }
 
-// TestDepsNoCgo checks that volumed, stow and stow-init build without cgo and
-// link no go-ceph: they must run as static binaries anywhere.
+// TestDepsNoCgo checks that volumed, stow, stow-init and stow-provider
+// build without cgo and link no go-ceph: they must run as static binaries
+// anywhere.
 func TestDepsNoCgo(t *testing.T) {
-	for _, main := range []string{"./cmd/volumed", "./cmd/stow", "./cmd/stow-init"} {
+	for _, main := range []string{"./cmd/volumed", "./cmd/stow", "./cmd/stow-init", "./cmd/stow-provider"} {
 		t.Run(main, func(t *testing.T) {
 			for _, p := range goList(t, "0", "-deps", main) {
 				switch {
@@ -74,6 +75,19 @@ func TestDepsNoCgo(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDepsStowLean checks that stow links no gRPC: stow starts with every
+// container it runs, and gRPC's packages take milliseconds to initialise.
+// Serving over CSI is stow-provider's job.
+func TestDepsStowLean(t *testing.T) {
+	for _, p := range goList(t, "0", "-deps", "./cmd/stow") {
+		for _, heavy := range []string{"google.golang.org/grpc", "google.golang.org/protobuf", "github.com/container-storage-interface/"} {
+			if strings.HasPrefix(p.ImportPath, heavy) {
+				t.Errorf("stow links %s", p.ImportPath)
+			}
+		}
 	}
 }
 

@@ -11,7 +11,7 @@ import (
 )
 
 func (a *app) providerCommand() *cobra.Command {
-	return group("provider", "Show storage providers", &cobra.Command{
+	return group("provider", "Show and serve storage providers", a.providerServeCommand(), &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List the providers volumed supervises",

@@ -31,10 +31,63 @@ type config struct {
 
 // providerConfig configures one provider.
 type providerConfig struct {
-	// Type is the built-in provider's type: "local".
+	// Type is "local" (built in, run inside volumed) or "csi" (a CSI
+	// driver at Endpoint); default the provider's name.
 	Type string `toml:"type"`
-	// Root is where a local provider keeps its volumes; default ROOT/local.
+	// Root is where a local provider keeps its volumes; default ROOT/NAME.
 	Root string `toml:"root"`
+	// Endpoint is a csi provider's socket, as unix:///PATH.
+	Endpoint string `toml:"endpoint"`
+}
+
+// Provider types.
+const (
+	typeLocal   = "local"
+	typeCSI     = "csi"
+	typeSidecar = "sidecar"
+)
+
+// providerTypes lists the types a config may name, for error messages.
+const providerTypes = typeLocal + ", " + typeCSI
+
+// kind is where the provider runs, as `stow provider ls` shows it.
+func (p providerConfig) kind() string {
+	if p.Type == typeCSI {
+		return "csi"
+	}
+	return "builtin"
+}
+
+// check validates p, named name, and fills in its defaults; root is
+// volumed's root.
+func (p *providerConfig) check(name, root string) error {
+	if p.Type == "" {
+		p.Type = name
+	}
+	switch p.Type {
+	case typeLocal:
+		if p.Endpoint != "" {
+			return fmt.Errorf("provider %q: endpoint is only for type csi (type local keeps its volumes under root)", name)
+		}
+		if p.Root == "" {
+			p.Root = filepath.Join(root, name)
+		}
+	case typeCSI:
+		if p.Root != "" {
+			return fmt.Errorf("provider %q: root is only for type local (a csi provider keeps its volumes itself)", name)
+		}
+		if p.Endpoint == "" {
+			return fmt.Errorf("provider %q: type csi needs an endpoint, as unix:///PATH", name)
+		}
+		if path, ok := strings.CutPrefix(p.Endpoint, "unix://"); !ok || !filepath.IsAbs(path) {
+			return fmt.Errorf("provider %q: endpoint %q: use unix:///PATH with an absolute path", name, p.Endpoint)
+		}
+	case typeSidecar:
+		return fmt.Errorf("provider %q: type sidecar is not supported yet (types: %s)", name, providerTypes)
+	default:
+		return fmt.Errorf("provider %q: unknown type %q (types: %s)", name, p.Type, providerTypes)
+	}
+	return nil
 }
 
 // duration reads "15s"-style values from TOML.
@@ -103,7 +156,7 @@ func loadConfig(args []string, stderr io.Writer) (config, bool, error) {
 			for i, k := range und {
 				keys[i] = k.String()
 			}
-			return cfg, false, fmt.Errorf("config %s: unknown keys %s (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root)",
+			return cfg, false, fmt.Errorf("config %s: unknown keys %s (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root, endpoint)",
 				file, strings.Join(keys, ", "))
 		}
 	}
@@ -144,19 +197,13 @@ func (c *config) finish() error {
 		c.Providers = map[string]providerConfig{}
 	}
 	if _, ok := c.Providers["local"]; !ok {
-		c.Providers["local"] = providerConfig{Type: "local"}
+		c.Providers["local"] = providerConfig{Type: typeLocal}
 	}
 	names := make([]string, 0, len(c.Providers))
 	for name, p := range c.Providers {
 		names = append(names, name)
-		if p.Type == "" {
-			p.Type = name
-		}
-		if p.Type != "local" {
-			errs = append(errs, fmt.Errorf("provider %q: unknown type %q (built-in types: local)", name, p.Type))
-		}
-		if p.Root == "" {
-			p.Root = filepath.Join(c.Root, name)
+		if err := p.check(name, c.Root); err != nil {
+			errs = append(errs, err)
 		}
 		c.Providers[name] = p
 	}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/stowage/stowage/plugins/csi"
 	"github.com/stowage/stowage/plugins/local"
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/volumed/control"
@@ -72,18 +73,16 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer plugL.Close()
 
-	providers := map[string]volume.Provider{}
-	for name, pc := range cfg.Providers {
-		p, err := local.New(pc.Root, log.With("provider", name))
-		if err != nil {
-			return fmt.Errorf("provider %q: %w", name, err)
-		}
-		providers[name] = p
+	providers, kinds, closeProviders, err := openProviders(cfg, log)
+	if err != nil {
+		return err
 	}
+	defer closeProviders()
 	m, err := manager.New(manager.Options{
 		Root:            cfg.Root,
 		Store:           st,
 		Providers:       providers,
+		Kinds:           kinds,
 		DefaultProvider: cfg.DefaultProvider,
 		Logger:          log,
 		ProbeInterval:   cfg.ProbeInterval.Duration,
@@ -144,6 +143,46 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	cancel()
 	return runErr
+}
+
+// openProviders constructs the configured providers: local ones in process,
+// csi ones as clients of their endpoints. Connecting is lazy, so a CSI
+// driver that is not up yet shows as down until it answers. It returns each
+// provider's kind for manager.Options.Kinds and a function that closes the
+// CSI clients.
+func openProviders(cfg config, log *slog.Logger) (map[string]volume.Provider, map[string]string, func(), error) {
+	providers := map[string]volume.Provider{}
+	kinds := map[string]string{}
+	var clients []*csi.Client
+	closeAll := func() {
+		for _, c := range clients {
+			if err := c.Close(); err != nil {
+				log.Warn("close CSI client", "err", err)
+			}
+		}
+	}
+	for name, pc := range cfg.Providers {
+		plog := log.With("provider", name)
+		kinds[name] = pc.kind()
+		switch pc.Type {
+		case typeCSI:
+			c, err := csi.Dial(pc.Endpoint, csi.ClientOptions{Logger: plog})
+			if err != nil {
+				closeAll()
+				return nil, nil, nil, fmt.Errorf("provider %q: %w", name, err)
+			}
+			clients = append(clients, c)
+			providers[name] = c
+		default: // typeLocal; the config admits no other
+			p, err := local.New(pc.Root, plog)
+			if err != nil {
+				closeAll()
+				return nil, nil, nil, fmt.Errorf("provider %q: %w", name, err)
+			}
+			providers[name] = p
+		}
+	}
+	return providers, kinds, closeAll, nil
 }
 
 // serveHTTP serves h on l until ctx is done, then shuts down gracefully.

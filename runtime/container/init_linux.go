@@ -3,8 +3,8 @@ package container
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
+	"github.com/stowage/stowage/internal/companion"
 	"github.com/stowage/stowage/runtime/container/initproc"
 )
 
@@ -34,14 +34,11 @@ func Init() {
 }
 
 // findInit returns the container init program of a runtime whose
-// executable is exe: stow-init beside it, else in ../libexec/stowage/
-// from its directory, else exe itself (selfExe).
+// executable is exe: stow-init installed with it, else exe itself
+// (selfExe).
 func findInit(exe string) string {
-	dir := filepath.Dir(exe)
-	for _, p := range []string{filepath.Join(dir, initName), filepath.Join(dir, "..", "libexec", "stowage", initName)} {
-		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
-			return p
-		}
+	if p := companion.FindFrom(exe, initName); p != "" {
+		return p
 	}
 	return selfExe
 }

@@ -59,4 +59,19 @@ if [ -f "$(dirname "$0")/../../go.mod" ]; then
 	command -v go >/dev/null || die "go is not on PATH"
 	(cd "$(dirname "$0")/../.." && go mod download) || die "go mod download failed"
 fi
+
+# csi-sanity, the CSI conformance suite the e2e tests run against
+# `stow provider serve`.
+csi_sanity=github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@v5.6.0
+if ! command -v csi-sanity >/dev/null && [ ! -x /usr/local/bin/csi-sanity ]; then
+	[ "$(id -u)" -eq 0 ] || die "csi-sanity is missing; run as root to install it into /usr/local/bin"
+	command -v go >/dev/null || die "go is not on PATH (needed to install csi-sanity)"
+	echo "deps: installing $csi_sanity"
+	log=$(mktemp)
+	if ! GOBIN=/usr/local/bin go install "$csi_sanity" >"$log" 2>&1; then
+		tail -n 40 "$log" >&2; rm -f "$log"
+		die "go install $csi_sanity failed (it needs the Go module proxy or a module cache that has it)"
+	fi
+	rm -f "$log"
+fi
 echo "deps: ok"

@@ -50,12 +50,12 @@ func BuildBinaries(t testing.TB) Binaries {
 			build.err = err
 			return
 		}
-		// stow finds stow-init beside itself and starts containers with it.
-		cmd := exec.Command(gobin, "build", "-trimpath", "-o", build.dir+"/", "./cmd/volumed", "./cmd/stow", "./cmd/stow-init")
+		// stow finds stow-init and stow-provider beside itself.
+		cmd := exec.Command(gobin, "build", "-trimpath", "-o", build.dir+"/", "./cmd/volumed", "./cmd/stow", "./cmd/stow-init", "./cmd/stow-provider")
 		cmd.Dir = root
 		cmd.Env = environ([]string{"CGO_ENABLED=0"})
 		if out, err := cmd.CombinedOutput(); err != nil {
-			build.err = fmt.Errorf("go build ./cmd/volumed ./cmd/stow ./cmd/stow-init: %v\n%s", err, out)
+			build.err = fmt.Errorf("go build ./cmd/volumed ./cmd/stow ./cmd/stow-init ./cmd/stow-provider: %v\n%s", err, out)
 			return
 		}
 		build.bins = Binaries{

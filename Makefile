@@ -58,5 +58,9 @@ fuzz: ## run every Fuzz test for FUZZTIME (default 10s)
 	done; \
 	if [ $$found = 0 ]; then echo "no fuzz tests"; fi
 
+.PHONY: provider-image
+provider-image: build ## build bin/provider-image.tar, the local provider's image (stow image import bin/provider-image.tar stowage-provider)
+	@tests/scripts/provider-image.sh bin/provider-image.tar bin/stow-provider
+
 clean: ## remove build output
 	rm -rf bin

@@ -82,7 +82,8 @@ type runOptions struct {
 	memory, cpus, network         string
 	pidsLimit                     int64
 	autoRemove, detach, init      bool
-	env, volumes                  []string
+	privileged                    bool
+	env, volumes, mounts          []string
 }
 
 // containerConfig checks the flags and makes the container's configuration
@@ -102,6 +103,10 @@ func (o runOptions) containerConfig(img image.Image, lowers, cmdArgs []string) (
 	if cfg.Volumes, err = container.ParseVolumes(o.volumes); err != nil {
 		return cfg, err
 	}
+	if cfg.Binds, err = container.ParseMounts(o.mounts, cfg.Volumes); err != nil {
+		return cfg, err
+	}
+	cfg.Privileged = o.privileged
 	if cfg.Env, err = container.ParseEnv(img.Config.Env, o.env); err != nil {
 		return cfg, err
 	}
@@ -170,7 +175,31 @@ runs, and its output goes to a log ('stow logs').
 Volumes come from volumed through its plugin socket (--plugin-socket):
 -v NAME:/PATH[:ro] mounts the volume NAME at /PATH; only named volumes are
 supported. The container has no network but its own loopback with
---net none (the default), or the host's with --net host.`,
+--net none (the default), or the host's with --net host.
+
+--mount type=bind,source=/HOST/DIR,target=/PATH binds a host directory
+(absolute, existing) into the container, with what is mounted below it.
+Further fields: readonly (or ro, =true|false), and propagation
+(or bind-propagation) = rprivate (the default; private means the same),
+rshared or rslave. With rshared, mounts made below the target inside the
+container appear below the source on the host, and the other way round;
+with rslave only the host's appear in the container. For both the host side
+must be a shared mount: if neither the source nor the mount that holds it
+is, stow binds the source on itself and marks it shared, and leaves that
+bind in place. Mounts the container made below an rshared target stay on
+the host after it ends: whoever made them unmounts them.
+
+--privileged keeps every capability and the container runs without the
+seccomp filter, so it may mount; its /dev is the host's (with its own
+devpts, shm and mqueue), so it sees every device, also loop devices
+allocated later. no_new_privs, the masked /proc paths and the read-only
+/sys stay. A storage provider runs as a sidecar this way:
+
+  stow run -d --privileged --net host \
+    --mount type=bind,source=/run/stowage/csi,target=/csi \
+    --mount type=bind,source=/srv/provider,target=/data \
+    --mount type=bind,source=/var/lib/stowage,target=/var/lib/stowage,propagation=rshared \
+    stowage-provider stow-provider local --endpoint unix:///csi/csi.sock --root /data`,
 		Example: `  stow run --rm -v data:/data busybox sh -c 'echo hi > /data/f'
   stow run -d --name web --memory 64m --cpus 0.5 busybox httpd -f`,
 		Args:                  cobra.MinimumNArgs(1),
@@ -235,6 +264,8 @@ supported. The container has no network but its own loopback with
 	f.StringVarP(&o.user, "user", "u", "", "run as `USER[:GROUP]`, names or numbers")
 	f.StringVar(&o.hostname, "hostname", "", "container host `NAME` (default: the ID's first 12 digits)")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "mount a volume `NAME:/PATH[:ro]`, repeatable")
+	f.StringArrayVar(&o.mounts, "mount", nil, "bind a host directory, `SPEC`: type=bind,source=/DIR,target=/PATH[,readonly][,propagation=rprivate|rshared|rslave], repeatable")
+	f.BoolVar(&o.privileged, "privileged", false, "keep every capability, no seccomp filter, the host's /dev")
 	f.StringVar(&o.memory, "memory", "", "memory limit `SIZE`, e.g. 64m")
 	f.StringVar(&o.cpus, "cpus", "", "CPU limit in `CPUS`, e.g. 0.5")
 	f.Int64Var(&o.pidsLimit, "pids-limit", 0, "limit the number of processes to `N` (-1 or 0: none)")

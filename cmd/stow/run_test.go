@@ -41,6 +41,17 @@ func TestContainerConfig(t *testing.T) {
 				t.Errorf("%+v", c)
 			}
 		}},
+		{name: "mounts and privileged", opts: runOptions{network: "host", privileged: true, mounts: []string{
+			"type=bind,source=/,target=/host,readonly", "type=bind,source=/,target=/mnt,propagation=rshared",
+		}}, check: func(t *testing.T, c container.Config) {
+			want := []container.Bind{
+				{Source: "/", Target: "/host", ReadOnly: true, Propagation: container.PropagationRPrivate},
+				{Source: "/", Target: "/mnt", Propagation: container.PropagationRShared},
+			}
+			if !c.Privileged || !slices.Equal(c.Binds, want) {
+				t.Errorf("privileged %v, binds %+v, want %+v", c.Privileged, c.Binds, want)
+			}
+		}},
 		{name: "no pids limit", opts: runOptions{network: "none", pidsLimit: -1}, check: func(t *testing.T, c container.Config) {
 			if c.Resources.PidsMax != 0 {
 				t.Errorf("PidsMax = %d", c.Resources.PidsMax)
@@ -54,6 +65,8 @@ func TestContainerConfig(t *testing.T) {
 		{name: "bad volume", opts: runOptions{network: "none", volumes: []string{"data"}}, err: "NAME:/PATH"},
 		{name: "relative workdir", opts: runOptions{network: "none", workdir: "x"}, err: "absolute"},
 		{name: "bad name", opts: runOptions{network: "none", name: "a/b"}, err: "container name"},
+		{name: "bad mount", opts: runOptions{network: "none", mounts: []string{"type=bind,source=/nope-" + img.ID + ",target=/d"}}, err: "does not exist"},
+		{name: "mount on a volume", opts: runOptions{network: "none", volumes: []string{"data:/d"}, mounts: []string{"type=bind,source=/,target=/d"}}, err: "mounted twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

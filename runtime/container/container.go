@@ -34,12 +34,38 @@
 //
 // The files /etc/hosts, /etc/hostname and /etc/resolv.conf are left as the
 // image has them: the runtime writes none of them.
+//
+// Host directories can be bound into a container (Config.Binds, `stow run
+// --mount type=bind,...`), each with a mount propagation. With
+// PropagationRShared, mounts made below the target inside the container
+// appear below the source on the host (and in every mount namespace that
+// shares it), and the other way round; that is how a storage provider in a
+// container makes mounts that the host and other containers use. The
+// kernel propagates only between mounts of one peer group, so the runtime
+// first makes sure the host side is a shared mount: when neither the
+// source nor the mount that holds it is shared, the source becomes a bind
+// mount of itself, marked shared (as runc and Docker require of an
+// rshared bind's parent, and as Docker arranges). That bind stays on the
+// host after the container. So do mounts the container made below an
+// rshared target: they belong to the host once made, and a provider's
+// mounts must outlive the provider so that its consumers keep working
+// through a crash. The runtime never unmounts them; the one who mounted a
+// thing unmounts it.
+//
+// A privileged container (Config.Privileged, `stow run --privileged`), as
+// a storage provider needs, keeps every capability and runs without the
+// seccomp filter, so it may mount; its /dev is the host's (device nodes
+// the host adds later, as loop devices, appear in it too) with a devpts,
+// shm and mqueue of its own. no_new_privs, the masked and read-only /proc
+// paths and the read-only /sys stay.
 package container
 
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
 	"path"
 	"regexp"
 	"slices"
@@ -90,6 +116,44 @@ func (v Volume) String() string {
 	return s
 }
 
+// Mount propagations of a Bind.
+const (
+	// PropagationRPrivate: nothing propagates between the host and the
+	// container, below the target included (the default).
+	PropagationRPrivate = "rprivate"
+	// PropagationRShared: mounts propagate both ways, below the target
+	// included.
+	PropagationRShared = "rshared"
+	// PropagationRSlave: mounts the host makes below the source appear in
+	// the container, not the other way round.
+	PropagationRSlave = "rslave"
+)
+
+// Bind is a host directory bound into a container, with what is mounted
+// below it (MS_BIND|MS_REC).
+type Bind struct {
+	// Source is the absolute path of the directory on the host.
+	Source string `json:"source"`
+	// Target is the absolute path in the container.
+	Target   string `json:"target"`
+	ReadOnly bool   `json:"read_only,omitempty"`
+	// Propagation is PropagationRPrivate, PropagationRShared or
+	// PropagationRSlave; empty means PropagationRPrivate.
+	Propagation string `json:"propagation,omitempty"`
+}
+
+// String returns the bind as the --mount spec that makes it.
+func (b Bind) String() string {
+	s := "type=bind,source=" + b.Source + ",target=" + b.Target
+	if b.ReadOnly {
+		s += ",readonly"
+	}
+	if b.Propagation != "" && b.Propagation != PropagationRPrivate {
+		s += ",propagation=" + b.Propagation
+	}
+	return s
+}
+
 // Resources are a container's cgroup limits; a zero field means no limit.
 type Resources struct {
 	MemoryBytes int64   `json:"memory_bytes,omitempty"`
@@ -108,14 +172,19 @@ type Config struct {
 	Lowers []string `json:"lowers"`
 	// Args is the command: the image's entrypoint and command, or the
 	// command given.
-	Args       []string  `json:"args"`
-	Env        []string  `json:"env,omitempty"`
-	WorkingDir string    `json:"working_dir,omitempty"`
-	User       string    `json:"user,omitempty"`
-	Hostname   string    `json:"hostname"`
-	Network    string    `json:"network"`
-	Volumes    []Volume  `json:"volumes,omitempty"`
-	Resources  Resources `json:"resources"`
+	Args       []string `json:"args"`
+	Env        []string `json:"env,omitempty"`
+	WorkingDir string   `json:"working_dir,omitempty"`
+	User       string   `json:"user,omitempty"`
+	Hostname   string   `json:"hostname"`
+	Network    string   `json:"network"`
+	Volumes    []Volume `json:"volumes,omitempty"`
+	// Binds are host directories bound into the container.
+	Binds     []Bind    `json:"binds,omitempty"`
+	Resources Resources `json:"resources"`
+	// Privileged keeps every capability, skips the seccomp filter and
+	// gives the container the host's /dev (see the package doc).
+	Privileged bool `json:"privileged,omitempty"`
 	// Init runs a minimal init as PID 1 with the command as its child.
 	Init bool `json:"init,omitempty"`
 	// AutoRemove removes the container when it exits.
@@ -288,6 +357,126 @@ func ParseVolumes(specs []string) ([]Volume, error) {
 		vols = append(vols, v)
 	}
 	return vols, nil
+}
+
+// mountKeys says what a --mount spec accepts, for error messages.
+const mountKeys = "type=bind, source|src=/HOST/DIR, target|dst|destination=/PATH, readonly|ro[=true|false], " +
+	"propagation|bind-propagation=rprivate|private|rshared|rslave"
+
+// ParseMount parses a --mount spec, the part of Docker's syntax that binds
+// a host directory: comma-separated KEY=VALUE fields, see mountKeys. The
+// source must be an absolute path of an existing directory; it is checked
+// here, on the host that parses. "private" is taken as "rprivate": a bind
+// always carries what is mounted below its source.
+func ParseMount(spec string) (Bind, error) {
+	bad := func(why string) (Bind, error) {
+		return Bind{}, fmt.Errorf("%w: mount spec %q: %s (accepted: %s)", volume.ErrInvalid, spec, why, mountKeys)
+	}
+	var b Bind
+	var typ string
+	seen := map[string]bool{}
+	for _, field := range strings.Split(spec, ",") {
+		key, value, hasValue := strings.Cut(field, "=")
+		key = strings.ToLower(strings.TrimSpace(key))
+		name := key
+		switch key {
+		case "src":
+			name = "source"
+		case "dst", "destination":
+			name = "target"
+		case "ro":
+			name = "readonly"
+		case "bind-propagation":
+			name = "propagation"
+		}
+		if seen[name] {
+			return bad(fmt.Sprintf("%s is given twice", name))
+		}
+		seen[name] = true
+		if !hasValue && name != "readonly" {
+			if key == "" {
+				return bad("empty field")
+			}
+			return bad(fmt.Sprintf("%s needs a value", key))
+		}
+		switch name {
+		case "type":
+			typ = value
+		case "source":
+			b.Source = value
+		case "target":
+			b.Target = value
+		case "readonly":
+			switch {
+			case !hasValue:
+				b.ReadOnly = true
+			case value == "true" || value == "1":
+				b.ReadOnly = true
+			case value == "false" || value == "0":
+			default:
+				return bad(fmt.Sprintf("readonly=%q: use true or false", value))
+			}
+		case "propagation":
+			switch value {
+			case PropagationRPrivate, "private":
+				b.Propagation = PropagationRPrivate
+			case PropagationRShared, PropagationRSlave:
+				b.Propagation = value
+			default:
+				return bad(fmt.Sprintf("unknown propagation %q", value))
+			}
+		default:
+			return bad(fmt.Sprintf("unknown key %q", key))
+		}
+	}
+	switch {
+	case typ == "":
+		return bad("type=bind is required")
+	case typ != "bind":
+		return bad(fmt.Sprintf("type %q is not supported: only bind (named volumes: -v NAME:/PATH)", typ))
+	case b.Source == "":
+		return bad("source is required")
+	case !path.IsAbs(b.Source):
+		return bad("the source must be an absolute path")
+	case b.Target == "":
+		return bad("target is required")
+	case !path.IsAbs(b.Target):
+		return bad("the target must be an absolute path")
+	case path.Clean(b.Target) == "/":
+		return bad("the target must not be /")
+	}
+	b.Source, b.Target = path.Clean(b.Source), path.Clean(b.Target)
+	if b.Propagation == "" {
+		b.Propagation = PropagationRPrivate
+	}
+	fi, err := os.Stat(b.Source)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return bad(fmt.Sprintf("the source %s does not exist", b.Source))
+	case err != nil:
+		return bad(err.Error())
+	case !fi.IsDir():
+		return bad(fmt.Sprintf("the source %s is not a directory", b.Source))
+	}
+	return b, nil
+}
+
+// ParseMounts parses --mount specs and rejects a target used twice, by
+// two binds or by a bind and one of vols.
+func ParseMounts(specs []string, vols []Volume) ([]Bind, error) {
+	var binds []Bind
+	for _, s := range specs {
+		b, err := ParseMount(s)
+		if err != nil {
+			return nil, err
+		}
+		if slices.ContainsFunc(binds, func(o Bind) bool { return o.Target == b.Target }) ||
+			slices.ContainsFunc(vols, func(v Volume) bool { return v.Target == b.Target }) {
+			return nil, fmt.Errorf("%w: mount spec %q: %s is mounted twice", volume.ErrInvalid, s, b.Target)
+		}
+		binds = append(binds, b)
+	}
+	return binds, nil
 }
 
 // ParseEnv checks -e entries KEY=VALUE and merges them over base: a key

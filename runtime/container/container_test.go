@@ -52,6 +52,67 @@ func TestParseVolume(t *testing.T) {
 	}
 }
 
+func TestParseMount(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		spec string
+		want Bind
+		err  string
+	}{
+		{spec: "type=bind,source=" + dir + ",target=/d",
+			want: Bind{Source: dir, Target: "/d", Propagation: PropagationRPrivate}},
+		{spec: "type=bind,src=" + dir + "/,dst=/d/../e/,ro,propagation=rshared",
+			want: Bind{Source: dir, Target: "/e", ReadOnly: true, Propagation: PropagationRShared}},
+		{spec: "type=bind,source=" + dir + ",destination=/d,readonly=true,bind-propagation=rslave",
+			want: Bind{Source: dir, Target: "/d", ReadOnly: true, Propagation: PropagationRSlave}},
+		{spec: "target=/d,readonly=false,source=" + dir + ",type=bind,propagation=private",
+			want: Bind{Source: dir, Target: "/d", Propagation: PropagationRPrivate}},
+		{spec: "source=" + dir + ",target=/d", err: "type=bind is required"},
+		{spec: "type=volume,source=data,target=/d", err: `type "volume" is not supported`},
+		{spec: "type=bind,target=/d", err: "source is required"},
+		{spec: "type=bind,source=" + dir, err: "target is required"},
+		{spec: "type=bind,source=rel,target=/d", err: "absolute path"},
+		{spec: "type=bind,source=" + dir + ",target=rel", err: "absolute path"},
+		{spec: "type=bind,source=" + dir + ",target=/", err: "must not be /"},
+		{spec: "type=bind,source=" + dir + "/nope,target=/d", err: "does not exist"},
+		{spec: "type=bind,source=" + file + ",target=/d", err: "not a directory"},
+		{spec: "type=bind,source=" + dir + ",target=/d,propagation=shared", err: `unknown propagation "shared"`},
+		{spec: "type=bind,source=" + dir + ",target=/d,readonly=yes", err: `readonly="yes"`},
+		{spec: "type=bind,source=" + dir + ",target=/d,consistency=cached", err: `unknown key "consistency"`},
+		{spec: "type=bind,source=" + dir + ",target=/d,src=/x", err: "source is given twice"},
+		{spec: "type=bind,source=" + dir + ",target", err: "target needs a value"},
+		{spec: "type=bind,,source=" + dir + ",target=/d", err: "empty field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			got, err := ParseMount(tt.spec)
+			if tt.err != "" {
+				if !errors.Is(err, volume.ErrInvalid) || !strings.Contains(err.Error(), tt.err) || !strings.Contains(err.Error(), "accepted: type=bind") {
+					t.Fatalf("ParseMount(%q) = %v, want ErrInvalid with %q and the accepted keys", tt.spec, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("ParseMount(%q) = %+v, %v, want %+v", tt.spec, got, err, tt.want)
+			}
+			if again, err := ParseMount(got.String()); err != nil || again != got {
+				t.Errorf("ParseMount(%q) = %+v, %v: String does not round-trip", got.String(), again, err)
+			}
+		})
+	}
+	spec := "type=bind,source=" + dir + ",target=/d"
+	if _, err := ParseMounts([]string{spec, spec + "/"}, nil); err == nil || !strings.Contains(err.Error(), "mounted twice") {
+		t.Errorf("two binds on one path: %v", err)
+	}
+	if _, err := ParseMounts([]string{spec}, []Volume{{Name: "v", Target: "/d"}}); err == nil || !strings.Contains(err.Error(), "mounted twice") {
+		t.Errorf("a bind on a volume's path: %v", err)
+	}
+}
+
 func TestParseEnv(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -227,4 +288,27 @@ func TestStatusText(t *testing.T) {
 			t.Errorf("StatusText(%+v) = %q, want %q", tt.st, got, tt.want)
 		}
 	}
+}
+
+func FuzzParseMount(f *testing.F) {
+	dir := f.TempDir()
+	f.Add("type=bind,source=" + dir + ",target=/d,ro,propagation=rshared")
+	f.Add("type=bind,src=" + dir + ",dst=/d/../e,readonly=false,bind-propagation=rslave")
+	f.Add("type=bind,,source==,target")
+	f.Fuzz(func(t *testing.T, spec string) {
+		b, err := ParseMount(spec)
+		if err != nil {
+			if !errors.Is(err, volume.ErrInvalid) {
+				t.Fatalf("ParseMount(%q) = %v, want ErrInvalid", spec, err)
+			}
+			return
+		}
+		if !filepath.IsAbs(b.Source) || !filepath.IsAbs(b.Target) || b.Target == "/" ||
+			!slices.Contains([]string{PropagationRPrivate, PropagationRShared, PropagationRSlave}, b.Propagation) {
+			t.Fatalf("ParseMount(%q) = %+v", spec, b)
+		}
+		if again, err := ParseMount(b.String()); err != nil || again != b {
+			t.Fatalf("ParseMount(%q) = %+v, %v: String does not round-trip %+v", b.String(), again, err, b)
+		}
+	})
 }

@@ -256,7 +256,11 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 		}
 		mounts = append(mounts, initproc.BindMount{Source: src, Target: v.Target, ReadOnly: v.ReadOnly})
 	}
-	var err error
+	binds, err := hostBinds(c.Config.Binds)
+	if err != nil {
+		return finish(initproc.CodeSetup, err)
+	}
+	mounts = sortMounts(append(mounts, binds...))
 	if g, err = newGroup(id, c.Config.Resources); err != nil {
 		g = nil
 		return finish(initproc.CodeSetup, fmt.Errorf("make cgroup: %w", err))
@@ -283,6 +287,8 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 		Cwd:      c.Config.WorkingDir,
 		User:     c.Config.User,
 		Init:     c.Config.Init,
+		// Privileged also gives the container the host's /dev.
+		Privileged: c.Config.Privileged,
 	}
 	// The cgroup namespace comes later, from the init, once it is in its
 	// cgroup: that cgroup is then the root of the namespace.
@@ -556,6 +562,8 @@ func (e *Engine) Exec(ctx context.Context, ref string, args, env []string, stdio
 		Env:     containerEnv(c.Config, env),
 		Cwd:     c.Config.WorkingDir,
 		User:    c.Config.User,
+		// A process joins a privileged container with its privileges.
+		Privileged: c.Config.Privileged,
 	}
 	if err := r.s.handshake(icfg, g, nil); err != nil {
 		return exitCodeOf(err), err

@@ -29,6 +29,9 @@ func TestMain(m *testing.M) {
 	if busybox.dir != "" {
 		os.RemoveAll(busybox.dir)
 	}
+	if stowInit.path != "" {
+		os.RemoveAll(filepath.Dir(stowInit.path))
+	}
 	os.Exit(code)
 }
 

@@ -116,7 +116,7 @@ func run(mode string) {
 			fail(CodeSetup, fmt.Errorf("make cgroup namespace: %w", err))
 		}
 	}
-	if err := secure(uid, gid); err != nil {
+	if err := secure(uid, gid, cfg.Privileged); err != nil {
 		fail(CodeSetup, err)
 	}
 	if self >= 0 {
@@ -146,16 +146,22 @@ func statusFailer() func(code int, err error) {
 
 // secure drops the privileges of this thread before the command runs:
 // no_new_privs, the default capability set, the user, and the seccomp
-// filter last.
-func secure(uid, gid int) error {
+// filter last. A privileged container keeps every capability and gets no
+// seccomp filter.
+func secure(uid, gid int, privileged bool) error {
 	if err := security.NoNewPrivileges(); err != nil {
 		return err
 	}
-	if err := security.DropCapabilities(security.DefaultCapabilities()); err != nil {
-		return err
+	if !privileged {
+		if err := security.DropCapabilities(security.DefaultCapabilities()); err != nil {
+			return err
+		}
 	}
 	if err := setUser(uid, gid); err != nil {
 		return err
+	}
+	if privileged {
+		return nil
 	}
 	return security.LoadSeccomp()
 }
@@ -295,7 +301,23 @@ var devices = []struct {
 // switches to it: overlay, /proc, /sys, /dev, volumes, pivot_root, masks,
 // hostname and loopback.
 func setupRoot(cfg Config) error {
-	// Nothing mounted here propagates back to the host.
+	// The binds that propagate are cloned first, while this namespace's
+	// copies of the host's mounts are still peers of the host's: a clone
+	// of a shared mount joins its peer group. Once / is private, a bind
+	// would only copy a private mount, and nothing would propagate.
+	trees, err := cloneTrees(cfg.Mounts)
+	defer func() {
+		for _, fd := range trees {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	// Nothing mounted here propagates back to the host, but for what the
+	// clones carry.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("make / private: %w", err)
 	}
@@ -318,16 +340,30 @@ func setupRoot(cfg Config) error {
 	if err := mount("sysfs", sysDir, "sysfs", flags|unix.MS_RDONLY, ""); err != nil {
 		return err
 	}
-	if err := setupDev(root); err != nil {
+	if cfg.Privileged {
+		err = bindHostDev(root)
+	} else {
+		err = setupDev(root)
+	}
+	if err != nil {
 		return err
 	}
-	for _, m := range cfg.Mounts {
-		if err := bindInto(root, m); err != nil {
+	inside := make([]string, len(cfg.Mounts))
+	for i, m := range cfg.Mounts {
+		if inside[i], err = bindInto(root, m, trees[i]); err != nil {
 			return err
 		}
 	}
 	if err := pivotRoot(root); err != nil {
 		return err
+	}
+	// The propagation is set on the binds in the new root, once the old
+	// root (made a slave on its way out) is gone: recursive, so that what
+	// the container mounts below them later propagates too.
+	for i, m := range cfg.Mounts {
+		if err := setPropagation(inside[i], m.Propagation); err != nil {
+			return err
+		}
 	}
 	for _, p := range maskedPaths {
 		if err := mask(p); err != nil {
@@ -474,15 +510,7 @@ func setupDev(root string) error {
 			return fmt.Errorf("make /dev/%s: %w", d.name, err)
 		}
 	}
-	for _, m := range []struct {
-		name, fstype string
-		flags        uintptr
-		data         string
-	}{
-		{"pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
-		{"shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=1777,size=65536k"},
-		{"mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
-	} {
+	for _, m := range devFilesystems {
 		dir := filepath.Join(dev, m.name)
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			return fmt.Errorf("make /dev/%s: %w", m.name, err)
@@ -502,31 +530,139 @@ func setupDev(root string) error {
 	return nil
 }
 
-// bindInto binds a volume into the rootfs, read-only if asked.
-func bindInto(root string, m BindMount) error {
-	target, err := mkdirIn(root, m.Target)
+// devFilesystems are the file systems mounted below a container's /dev,
+// its own also in a privileged container's, over the host's /dev.
+var devFilesystems = []struct {
+	name, fstype string
+	flags        uintptr
+	data         string
+}{
+	{"pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"},
+	{"shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "mode=1777,size=65536k"},
+	{"mqueue", "mqueue", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+}
+
+// bindHostDev binds the host's /dev, without what is mounted below it, on
+// the container's /dev, as for `docker run --privileged`: every device,
+// also those the host adds later (loop devices that /dev/loop-control
+// allocates). The container gets its own devpts, shm and mqueue on the
+// host's directories for them; a directory the host lacks is skipped,
+// since the container must not change the host's /dev.
+func bindHostDev(root string) error {
+	dev, err := mkdirIn(root, "/dev")
 	if err != nil {
 		return err
 	}
-	if err := mount(m.Source, target, "bind", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	if err := mount("/dev", dev, "bind", unix.MS_BIND, ""); err != nil {
 		return err
 	}
-	if m.ReadOnly {
-		if err := mount("", target, "bind", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+	for _, m := range devFilesystems {
+		dir := filepath.Join(dev, m.name)
+		if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() {
+			continue
+		}
+		if err := mount(m.fstype, dir, m.fstype, m.flags, m.data); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// bindInto binds a volume or host directory into the rootfs, read-only if
+// asked, and returns the target's path in the container. tree is the
+// clone of the source that cloneTrees took, or -1 for a plain bind.
+func bindInto(root string, m BindMount, tree int) (string, error) {
+	target, err := mkdirIn(root, m.Target)
+	if err != nil {
+		return "", err
+	}
+	if tree >= 0 {
+		if err := unix.MoveMount(tree, "", unix.AT_FDCWD, target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return "", fmt.Errorf("mount %s on %s: %w", m.Source, target, err)
+		}
+	} else if err := mount(m.Source, target, "bind", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", err
+	}
+	if m.ReadOnly {
+		if err := mount("", target, "bind", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			return "", err
+		}
+	}
+	rel, err := filepath.Rel(root, target)
+	if err != nil {
+		return "", fmt.Errorf("mount %s: %w", m.Target, err)
+	}
+	return "/" + rel, nil
+}
+
+// propagates says whether a bind of propagation p keeps a tie to the
+// host's mount.
+func propagates(p string) bool { return p == RShared || p == RSlave }
+
+// cloneTrees returns, for each mount that propagates, a detached clone of
+// its source with everything mounted below it (open_tree with
+// OPEN_TREE_CLONE and AT_RECURSIVE), and -1 for the others. A clone of a
+// shared mount is a peer of it; one of a slave is a slave of the same
+// master.
+func cloneTrees(mounts []BindMount) ([]int, error) {
+	trees := make([]int, len(mounts))
+	for i, m := range mounts {
+		trees[i] = -1
+		if !propagates(m.Propagation) {
+			continue
+		}
+		fd, err := unix.OpenTree(unix.AT_FDCWD, m.Source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_RECURSIVE)
+		if errors.Is(err, unix.ENOSYS) {
+			return trees, fmt.Errorf("%w: %s propagation of %s needs Linux 5.2 or later (open_tree)", volume.ErrNotSupported, m.Propagation, m.Source)
+		}
+		if err != nil {
+			return trees, fmt.Errorf("clone mount %s: %w", m.Source, err)
+		}
+		trees[i] = fd
+	}
+	return trees, nil
+}
+
+// setPropagation gives the bind at target (a path in the container) and
+// the mounts below it propagation p: shared, so that mounts made below it
+// on either side appear on the other, or slave, so that only the host's
+// appear in the container. Other values leave it private.
+func setPropagation(target, p string) error {
+	var flag uintptr
+	switch p {
+	case RShared:
+		flag = unix.MS_SHARED
+	case RSlave:
+		flag = unix.MS_SLAVE
+	default:
+		return nil
+	}
+	if err := unix.Mount("", target, "", flag|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("make %s %s: %w", target, p, err)
+	}
+	return nil
+}
+
 // pivotRoot makes root the root directory and drops the old one, without
 // a directory for it: pivot_root(".", ".") stacks the old root on the new,
-// and a lazy unmount takes it away.
+// and a lazy unmount takes it away. The old root is made a slave first, so
+// that its unmount cannot propagate, and only the old root: the working
+// directory after pivot_root is the new root, so "." names the old root
+// only from a descriptor of it (as runc does), and the new root keeps the
+// propagation of its binds.
 func pivotRoot(root string) error {
+	old, err := unix.Open("/", unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("pivot root: %w", err)
+	}
+	defer unix.Close(old)
 	if err := unix.Chdir(root); err != nil {
 		return fmt.Errorf("pivot root: %w", err)
 	}
 	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot root: %w", err)
+	}
+	if err := unix.Fchdir(old); err != nil {
 		return fmt.Errorf("pivot root: %w", err)
 	}
 	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {

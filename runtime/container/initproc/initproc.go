@@ -48,7 +48,7 @@ const GoAhead = 'g'
 // Version is the version of the protocol. A process that is given a
 // Config of another version refuses it: stow and stow-init come from the
 // same build.
-const Version = 1
+const Version = 2
 
 // Exit codes of a command that did not run, as Docker's.
 const (
@@ -60,11 +60,26 @@ const (
 // DefaultPath is the PATH of a container whose image sets none.
 const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// BindMount is a host directory bound into the container.
+// Propagations of a BindMount other than the default, private.
+const (
+	// RShared: mounts propagate both ways between the source on the host
+	// and the target, below them included.
+	RShared = "rshared"
+	// RSlave: mounts the host makes below the source propagate to the
+	// target.
+	RSlave = "rslave"
+)
+
+// BindMount is a host directory bound into the container. A source of
+// RShared or RSlave propagation must be a shared mount on the host, or lie
+// on one; the runtime arranges that.
 type BindMount struct {
 	Source   string `json:"source"`
 	Target   string `json:"target"`
 	ReadOnly bool   `json:"read_only,omitempty"`
+	// Propagation is RShared, RSlave, or empty (or anything else) for
+	// private.
+	Propagation string `json:"propagation,omitempty"`
 }
 
 // Config is what the process needs. The root fields are used in ModeInit
@@ -87,6 +102,9 @@ type Config struct {
 	// Init keeps the process as the container's PID 1 with the command as
 	// its child (ModeInit only).
 	Init bool `json:"init,omitempty"`
+	// Privileged keeps every capability and skips the seccomp filter; in
+	// ModeInit the container's /dev is also the host's.
+	Privileged bool `json:"privileged,omitempty"`
 }
 
 // Error is what the process reports on FDStatus when the command cannot

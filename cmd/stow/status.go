@@ -30,9 +30,13 @@ func (a *app) providerCommand() *cobra.Command {
 			}
 			rows := make([][]string, 0, len(ps))
 			for _, p := range ps {
-				rows = append(rows, []string{p.Name, p.Kind, p.Driver, p.State, strconv.Itoa(p.Volumes), orDash(p.LastError)})
+				restarts := "-"
+				if p.Kind == "sidecar" {
+					restarts = strconv.Itoa(p.Restarts)
+				}
+				rows = append(rows, []string{p.Name, p.Kind, p.Driver, p.State, restarts, strconv.Itoa(p.Volumes), orDash(p.LastError)})
 			}
-			return a.printTable([]string{"NAME", "KIND", "DRIVER", "STATE", "VOLUMES", "LAST ERROR"}, rows)
+			return a.printTable([]string{"NAME", "KIND", "DRIVER", "STATE", "RESTARTS", "VOLUMES", "LAST ERROR"}, rows)
 		},
 	})
 }

@@ -61,9 +61,9 @@ db     local      64MiB   ready   0        -
 web    local      -       ready   2        $WEB
 `},
 		{[]string{"provider", "ls"}, `
-NAME    KIND      DRIVER         STATE   VOLUMES   LAST ERROR
-ceph    builtin   stowage.fake   down    0         provider "ceph": probe: Info: connect: refused
-local   builtin   stowage.fake   up      2         -
+NAME    KIND      DRIVER         STATE   RESTARTS   VOLUMES   LAST ERROR
+ceph    builtin   stowage.fake   down    -          0         provider "ceph": probe: Info: connect: refused
+local   builtin   stowage.fake   up      -          2         -
 `},
 		{[]string{"status"}, `
 version:         1.2.3

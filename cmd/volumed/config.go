@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -31,13 +32,32 @@ type config struct {
 
 // providerConfig configures one provider.
 type providerConfig struct {
-	// Type is "local" (built in, run inside volumed) or "csi" (a CSI
-	// driver at Endpoint); default the provider's name.
+	// Type is "local" (built in, run inside volumed), "csi" (a CSI driver
+	// at Endpoint) or "sidecar" (a CSI driver in a container volumed
+	// runs); default the provider's name.
 	Type string `toml:"type"`
 	// Root is where a local provider keeps its volumes; default ROOT/NAME.
 	Root string `toml:"root"`
-	// Endpoint is a csi provider's socket, as unix:///PATH.
+	// Endpoint is a csi provider's socket, as unix:///PATH; for a
+	// sidecar, volumed sets it to unix://SOCKET_DIR/csi.sock.
 	Endpoint string `toml:"endpoint"`
+
+	// The keys of type sidecar; see volumed/sidecar.Config.
+	Image   string   `toml:"image"`
+	Command []string `toml:"command"`
+	Env     []string `toml:"env"`
+	// SocketDir is bound at /csi; default /run/stowage/sidecars/NAME.
+	SocketDir string `toml:"socket_dir"`
+	// MountDir is bound at the same path, rshared; default ROOT, and it
+	// must hold ROOT.
+	MountDir string `toml:"mount_dir"`
+	// DataDir is bound at /data; default ROOT/NAME.
+	DataDir string `toml:"data_dir"`
+	// Stow is the stow binary; empty means the one beside volumed, else
+	// the one on PATH (see stowPath).
+	Stow string `toml:"stow"`
+	// RuntimeRoot is stow's --root; default ROOT/runtime.
+	RuntimeRoot string `toml:"runtime_root"`
 }
 
 // Provider types.
@@ -48,14 +68,48 @@ const (
 )
 
 // providerTypes lists the types a config may name, for error messages.
-const providerTypes = typeLocal + ", " + typeCSI
+const providerTypes = typeLocal + ", " + typeCSI + ", " + typeSidecar
+
+// validKeys lists the config keys, for the error about unknown ones.
+const validKeys = "root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, " +
+	"[providers.NAME] type, root, endpoint, image, command, env, socket_dir, mount_dir, data_dir, stow, runtime_root"
+
+// sidecarSocketDir is the parent of the default socket_dir of a sidecar.
+const sidecarSocketDir = "/run/stowage/sidecars"
+
+// maxSocketPath is the longest path a unix socket address holds on Linux.
+const maxSocketPath = 107
+
+// containerName matches the names a sidecar provider may have: its
+// container is named stowage-sidecar-NAME.
+var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // kind is where the provider runs, as `stow provider ls` shows it.
 func (p providerConfig) kind() string {
-	if p.Type == typeCSI {
-		return "csi"
+	switch p.Type {
+	case typeCSI, typeSidecar:
+		return p.Type
 	}
 	return "builtin"
+}
+
+// sidecarKeys returns the sidecar keys p sets, for errors about them on
+// other types.
+func (p providerConfig) sidecarKeys() []string {
+	var keys []string
+	for _, k := range []struct {
+		name string
+		set  bool
+	}{
+		{"image", p.Image != ""}, {"command", p.Command != nil}, {"env", p.Env != nil},
+		{"socket_dir", p.SocketDir != ""}, {"mount_dir", p.MountDir != ""}, {"data_dir", p.DataDir != ""},
+		{"stow", p.Stow != ""}, {"runtime_root", p.RuntimeRoot != ""},
+	} {
+		if k.set {
+			keys = append(keys, k.name)
+		}
+	}
+	return keys
 }
 
 // check validates p, named name, and fills in its defaults; root is
@@ -63,6 +117,9 @@ func (p providerConfig) kind() string {
 func (p *providerConfig) check(name, root string) error {
 	if p.Type == "" {
 		p.Type = name
+	}
+	if keys := p.sidecarKeys(); len(keys) > 0 && p.Type != typeSidecar {
+		return fmt.Errorf("provider %q: %s only for type sidecar", name, strings.Join(keys, ", ")+plural(len(keys), " is", " are"))
 	}
 	switch p.Type {
 	case typeLocal:
@@ -83,11 +140,81 @@ func (p *providerConfig) check(name, root string) error {
 			return fmt.Errorf("provider %q: endpoint %q: use unix:///PATH with an absolute path", name, p.Endpoint)
 		}
 	case typeSidecar:
-		return fmt.Errorf("provider %q: type sidecar is not supported yet (types: %s)", name, providerTypes)
+		return p.checkSidecar(name, root)
 	default:
 		return fmt.Errorf("provider %q: unknown type %q (types: %s)", name, p.Type, providerTypes)
 	}
 	return nil
+}
+
+// checkSidecar validates a sidecar's keys and fills in their defaults.
+func (p *providerConfig) checkSidecar(name, root string) error {
+	if p.Root != "" || p.Endpoint != "" {
+		return fmt.Errorf("provider %q: root and endpoint are not for type sidecar (data_dir holds its volumes; it listens in socket_dir)", name)
+	}
+	if !containerName.MatchString(name) {
+		return fmt.Errorf("provider %q: a sidecar's name must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (its container is stowage-sidecar-NAME)", name)
+	}
+	if p.Image == "" {
+		return fmt.Errorf("provider %q: type sidecar needs an image, e.g. image = \"stowage-provider\" (make provider-image)", name)
+	}
+	for _, e := range p.Env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("provider %q: env %q: use KEY=VALUE", name, e)
+		}
+	}
+	defaults := []struct {
+		key string
+		v   *string
+		def string
+	}{
+		{"socket_dir", &p.SocketDir, filepath.Join(sidecarSocketDir, name)},
+		{"mount_dir", &p.MountDir, root},
+		{"data_dir", &p.DataDir, filepath.Join(root, name)},
+		{"runtime_root", &p.RuntimeRoot, filepath.Join(root, "runtime")},
+		{"stow", &p.Stow, ""},
+	}
+	for _, d := range defaults {
+		if *d.v == "" {
+			*d.v = d.def
+			continue
+		}
+		if !filepath.IsAbs(*d.v) {
+			return fmt.Errorf("provider %q: %s %q must be an absolute path", name, d.key, *d.v)
+		}
+		*d.v = filepath.Clean(*d.v)
+	}
+	// volumed hands the driver ROOT/staging/NAME and ROOT/mounts/NAME,
+	// host paths, which the container sees only below mount_dir.
+	if rel, err := filepath.Rel(p.MountDir, root); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("provider %q: mount_dir %q must be volumed's root %q or hold it: volumed stages and mounts volumes below its root", name, p.MountDir, root)
+	}
+	if p.MountDir == "/" {
+		return fmt.Errorf("provider %q: mount_dir / would share the whole host; use volumed's root", name)
+	}
+	for _, d := range []struct{ key, v string }{{"socket_dir", p.SocketDir}, {"data_dir", p.DataDir}} {
+		if d.v == "/" {
+			return fmt.Errorf("provider %q: %s must not be /", name, d.key)
+		}
+	}
+	p.Endpoint = sidecarEndpoint(p.SocketDir)
+	if sock := strings.TrimPrefix(p.Endpoint, "unix://"); len(sock) > maxSocketPath {
+		return fmt.Errorf("provider %q: socket_dir %q is too long: the socket %s needs at most %d bytes", name, p.SocketDir, sock, maxSocketPath)
+	}
+	return nil
+}
+
+// sidecarEndpoint is the endpoint volumed dials for a sidecar whose driver
+// listens on /csi/csi.sock, SOCKET_DIR bound at /csi.
+func sidecarEndpoint(socketDir string) string {
+	return "unix://" + filepath.Join(socketDir, "csi.sock")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // duration reads "15s"-style values from TOML.
@@ -156,8 +283,7 @@ func loadConfig(args []string, stderr io.Writer) (config, bool, error) {
 			for i, k := range und {
 				keys[i] = k.String()
 			}
-			return cfg, false, fmt.Errorf("config %s: unknown keys %s (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root, endpoint)",
-				file, strings.Join(keys, ", "))
+			return cfg, false, fmt.Errorf("config %s: unknown keys %s (valid: %s)", file, strings.Join(keys, ", "), validKeys)
 		}
 	}
 	fs.Visit(func(f *flag.Flag) {
@@ -208,6 +334,15 @@ func (c *config) finish() error {
 		c.Providers[name] = p
 	}
 	sort.Strings(names)
+	sockets := map[string]string{}
+	for _, name := range names {
+		if p := c.Providers[name]; p.Type == typeSidecar {
+			if other, ok := sockets[p.SocketDir]; ok {
+				errs = append(errs, fmt.Errorf("providers %q and %q: two sidecars share socket_dir %s", other, name, p.SocketDir))
+			}
+			sockets[p.SocketDir] = name
+		}
+	}
 	if _, ok := c.Providers[c.DefaultProvider]; !ok {
 		errs = append(errs, fmt.Errorf("default provider %q is not configured (configured: %s)", c.DefaultProvider, strings.Join(names, ", ")))
 	}

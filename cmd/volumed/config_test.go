@@ -91,11 +91,30 @@ func TestLoadConfigErrors(t *testing.T) {
 	}{
 		{"unknown key", nil, `colour = "red"`, "unknown keys colour"},
 		{"bad duration", nil, `probe_interval = "soon"`, "use a number with a unit"},
-		{"unknown provider type", nil, "[providers.x]\ntype = \"nfs\"", `provider "x": unknown type "nfs" (types: local, csi)`},
-		{"provider name as unknown type", nil, "[providers.fast]\nroot = \"/nvme\"", `provider "fast": unknown type "fast" (types: local, csi)`},
+		{"unknown provider type", nil, "[providers.x]\ntype = \"nfs\"", `provider "x": unknown type "nfs" (types: local, csi, sidecar)`},
+		{"provider name as unknown type", nil, "[providers.fast]\nroot = \"/nvme\"", `provider "fast": unknown type "fast" (types: local, csi, sidecar)`},
 		{"unknown provider key", nil, "[providers.x]\ntype = \"csi\"\nsocket = \"/run/x.sock\"",
-			"unknown keys providers.x.socket (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root, endpoint)"},
-		{"sidecar", nil, "[providers.x]\ntype = \"sidecar\"", `provider "x": type sidecar is not supported yet (types: local, csi)`},
+			"unknown keys providers.x.socket (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root, endpoint, image, command, env, socket_dir, mount_dir, data_dir, stow, runtime_root)"},
+		{"unknown sidecar key", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nprivileged = true", "unknown keys providers.x.privileged"},
+		{"sidecar without image", nil, "[providers.x]\ntype = \"sidecar\"", `provider "x": type sidecar needs an image`},
+		{"sidecar command not a list", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\ncommand = \"drv --x\"", "command"},
+		{"sidecar bad env", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nenv = [\"A\"]", `provider "x": env "A": use KEY=VALUE`},
+		{"sidecar empty env key", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nenv = [\"=1\"]", `provider "x": env "=1": use KEY=VALUE`},
+		{"sidecar with endpoint", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nendpoint = \"unix:///x.sock\"", `provider "x": root and endpoint are not for type sidecar`},
+		{"sidecar with root", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nroot = \"/srv\"", `provider "x": root and endpoint are not for type sidecar`},
+		{"sidecar relative socket_dir", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nsocket_dir = \"run/x\"", `provider "x": socket_dir "run/x" must be an absolute path`},
+		{"sidecar relative stow", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nstow = \"bin/stow\"", `provider "x": stow "bin/stow" must be an absolute path`},
+		{"sidecar mount_dir outside root", []string{"--root", "/var/lib/stowage"}, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nmount_dir = \"/mnt\"",
+			`provider "x": mount_dir "/mnt" must be volumed's root "/var/lib/stowage" or hold it`},
+		{"sidecar mount_dir below root", []string{"--root", "/var/lib/stowage"}, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nmount_dir = \"/var/lib/stowage/mounts\"",
+			`mount_dir "/var/lib/stowage/mounts" must be volumed's root`},
+		{"sidecar mount_dir /", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nmount_dir = \"/\"", `mount_dir / would share the whole host`},
+		{"sidecar socket too long", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nsocket_dir = \"/" + strings.Repeat("s", 100) + "\"", "is too long"},
+		{"sidecar bad name", nil, "[providers.\"x y\"]\ntype = \"sidecar\"\nimage = \"i\"", `a sidecar's name must match`},
+		{"sidecars share socket_dir", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nsocket_dir = \"/run/s\"\n[providers.y]\ntype = \"sidecar\"\nimage = \"i\"\nsocket_dir = \"/run/s\"",
+			`providers "x" and "y": two sidecars share socket_dir /run/s`},
+		{"local with image", nil, "[providers.x]\ntype = \"local\"\nimage = \"i\"", `provider "x": image is only for type sidecar`},
+		{"csi with sidecar keys", nil, "[providers.x]\ntype = \"csi\"\nendpoint = \"unix:///x.sock\"\ncommand = [\"a\"]\nsocket_dir = \"/s\"", `provider "x": command, socket_dir are only for type sidecar`},
 		{"csi without endpoint", nil, "[providers.x]\ntype = \"csi\"", `provider "x": type csi needs an endpoint, as unix:///PATH`},
 		{"csi relative endpoint", nil, "[providers.x]\ntype = \"csi\"\nendpoint = \"unix://run/x.sock\"",
 			`provider "x": endpoint "unix://run/x.sock": use unix:///PATH with an absolute path`},
@@ -160,13 +179,17 @@ func TestOpenProviders(t *testing.T) {
 		}
 	}()
 
-	providers, kinds, closeProviders, err := openProviders(cfg, slog.New(slog.DiscardHandler))
+	w, err := openProviders(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer closeProviders()
-	if want := map[string]string{"local": "builtin", "ext": "csi", "gone": "csi"}; !maps.Equal(kinds, want) {
-		t.Errorf("kinds = %v, want %v", kinds, want)
+	defer w.close(slog.New(slog.DiscardHandler))
+	providers := w.providers
+	if want := map[string]string{"local": "builtin", "ext": "csi", "gone": "csi"}; !maps.Equal(w.kinds, want) {
+		t.Errorf("kinds = %v, want %v", w.kinds, want)
+	}
+	if len(w.sidecars) != 0 || len(w.status) != 0 {
+		t.Errorf("sidecars without a sidecar provider: %d, %v", len(w.sidecars), w.status)
 	}
 	for name, want := range map[string]string{"local": local.Name, "ext": local.Name} {
 		info, err := providers[name].Info(ctx)
@@ -210,5 +233,105 @@ func TestExampleConfig(t *testing.T) {
 	}
 	if got := cfg.Providers["fast"]; got.Type != "local" || got.Root != "/nvme/stowage" {
 		t.Errorf("example provider fast = %+v", got)
+	}
+	if got := cfg.Providers["side"]; got.Type != "sidecar" || got.Image != "stowage-provider" ||
+		got.Endpoint != "unix:///run/stowage/sidecars/side/csi.sock" || got.MountDir != "/var/lib/stowage" || len(got.Command) != 6 {
+		t.Errorf("example provider side = %+v", got)
+	}
+}
+
+// TestLoadConfigSidecar: the keys of a sidecar provider and their
+// defaults, which depend on the provider's name and volumed's root.
+func TestLoadConfigSidecar(t *testing.T) {
+	file := writeConfig(t, `
+[providers.ext]
+type = "sidecar"
+image = "stowage-provider"
+command = ["stow-provider", "local", "--endpoint", "unix:///csi/csi.sock", "--root", "/data"]
+env = ["K=V", "EMPTY="]
+[providers.mine]
+type = "sidecar"
+image = "vendor/driver:1"
+socket_dir = "/run/drv/"
+mount_dir = "/srv"
+data_dir = "/srv/drv-data"
+stow = "/opt/stowage/stow"
+runtime_root = "/srv/runtime"
+`)
+	cfg, _, err := loadConfig([]string{"--config", file, "--root", "/srv/stowage"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		got  providerConfig
+		want providerConfig
+	}{
+		{"defaults", cfg.Providers["ext"], providerConfig{
+			Type: "sidecar", Image: "stowage-provider", Endpoint: "unix:///run/stowage/sidecars/ext/csi.sock",
+			Command:   []string{"stow-provider", "local", "--endpoint", "unix:///csi/csi.sock", "--root", "/data"},
+			Env:       []string{"K=V", "EMPTY="},
+			SocketDir: "/run/stowage/sidecars/ext", MountDir: "/srv/stowage", DataDir: "/srv/stowage/ext",
+			RuntimeRoot: "/srv/stowage/runtime",
+		}},
+		{"set", cfg.Providers["mine"], providerConfig{
+			Type: "sidecar", Image: "vendor/driver:1", Endpoint: "unix:///run/drv/csi.sock",
+			SocketDir: "/run/drv", MountDir: "/srv", DataDir: "/srv/drv-data",
+			Stow: "/opt/stowage/stow", RuntimeRoot: "/srv/runtime",
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if !reflect.DeepEqual(tc.got, tc.want) {
+				t.Errorf("provider =\n%+v\nwant\n%+v", tc.got, tc.want)
+			}
+			if tc.got.kind() != "sidecar" {
+				t.Errorf("kind = %q, want sidecar", tc.got.kind())
+			}
+		})
+	}
+}
+
+// TestOpenProvidersSidecar: a sidecar provider is a CSI client of its
+// sidecar's endpoint, with a supervisor whose status the manager reads.
+func TestOpenProvidersSidecar(t *testing.T) {
+	dir := t.TempDir()
+	file := writeConfig(t, fmt.Sprintf("[providers.ext]\ntype = \"sidecar\"\nimage = \"stowage-provider\"\nsocket_dir = %q\nstow = \"/opt/stow\"\n", filepath.Join(dir, "s")))
+	cfg, _, err := loadConfig([]string{"--config", file, "--root", filepath.Join(dir, "root")}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := openProviders(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close(slog.New(slog.DiscardHandler))
+	if w.kinds["ext"] != "sidecar" || len(w.sidecars) != 1 || w.status["ext"] == nil {
+		t.Fatalf("wiring = kinds %v, %d sidecars, status %v", w.kinds, len(w.sidecars), w.status)
+	}
+	if _, ok := w.providers["ext"].(*csi.Client); !ok {
+		t.Errorf("provider ext is %T, want *csi.Client", w.providers["ext"])
+	}
+	if st, _, _ := w.status["ext"].Status(); st != "starting" {
+		t.Errorf("state before Run = %q, want starting", st)
+	}
+}
+
+func TestStowPath(t *testing.T) {
+	if got, err := stowPath("/opt/stow"); got != "/opt/stow" || err != nil {
+		t.Errorf("stowPath(/opt/stow) = %q, %v", got, err)
+	}
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "stow"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	// The test binary has no stow beside it, so PATH decides.
+	if got, err := stowPath(""); got != filepath.Join(bin, "stow") || err != nil {
+		t.Errorf("stowPath() = %q, %v; want the one on PATH", got, err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if _, err := stowPath(""); err == nil || !strings.Contains(err.Error(), "set stow =") {
+		t.Errorf("stowPath() without a stow = %v", err)
 	}
 }

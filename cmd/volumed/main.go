@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/stowage/stowage/volumed/manager"
 	"github.com/stowage/stowage/volumed/metrics"
 	"github.com/stowage/stowage/volumed/plugin"
+	"github.com/stowage/stowage/volumed/sidecar"
 	"github.com/stowage/stowage/volumed/store"
 )
 
@@ -73,16 +75,17 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer plugL.Close()
 
-	providers, kinds, closeProviders, err := openProviders(cfg, log)
+	w, err := openProviders(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer closeProviders()
+	defer w.close(log)
 	m, err := manager.New(manager.Options{
 		Root:            cfg.Root,
 		Store:           st,
-		Providers:       providers,
-		Kinds:           kinds,
+		Providers:       w.providers,
+		Kinds:           w.kinds,
+		Status:          w.status,
 		DefaultProvider: cfg.DefaultProvider,
 		Logger:          log,
 		ProbeInterval:   cfg.ProbeInterval.Duration,
@@ -90,6 +93,23 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+
+	var wg sync.WaitGroup // every server and loop below
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 4)
+	// Sidecars start (or are adopted) first, so that reconcile and the
+	// first probe find them. When volumed stops they keep running, with
+	// the mounts they made; the next volumed adopts them.
+	for _, sup := range w.sidecars {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sup.Run(ctx)
+		}()
+	}
+	waitSidecars(ctx, w.sidecars, sidecarStartWait)
 	if err := m.Reconcile(ctx); err != nil {
 		log.Warn("reconcile", "err", err)
 	}
@@ -97,11 +117,6 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 
 	mx := metrics.New(m, metrics.Options{Version: version, Logger: log})
 
-	var wg sync.WaitGroup // every server and loop below
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 4)
 	goServe := func(name string, f func() error) {
 		wg.Add(1)
 		go func() {
@@ -145,44 +160,114 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	return runErr
 }
 
-// openProviders constructs the configured providers: local ones in process,
-// csi ones as clients of their endpoints. Connecting is lazy, so a CSI
-// driver that is not up yet shows as down until it answers. It returns each
-// provider's kind for manager.Options.Kinds and a function that closes the
-// CSI clients.
-func openProviders(cfg config, log *slog.Logger) (map[string]volume.Provider, map[string]string, func(), error) {
-	providers := map[string]volume.Provider{}
-	kinds := map[string]string{}
-	var clients []*csi.Client
-	closeAll := func() {
-		for _, c := range clients {
-			if err := c.Close(); err != nil {
-				log.Warn("close CSI client", "err", err)
-			}
+// wiring is what openProviders makes of the configured providers.
+type wiring struct {
+	providers map[string]volume.Provider
+	kinds     map[string]string // for manager.Options.Kinds
+	status    map[string]manager.ProviderStatus
+	sidecars  []*sidecar.Supervisor // Run each until volumed stops
+	clients   []*csi.Client
+}
+
+// close closes the CSI clients.
+func (w *wiring) close(log *slog.Logger) {
+	for _, c := range w.clients {
+		if err := c.Close(); err != nil {
+			log.Warn("close CSI client", "err", err)
 		}
 	}
+}
+
+// openProviders constructs the configured providers: local ones in process,
+// csi ones as clients of their endpoints, sidecar ones as clients of their
+// sidecar's endpoint with a supervisor that runs the sidecar. Connecting is
+// lazy, so a CSI driver that is not up yet shows as down until it answers,
+// and a client reconnects after its driver restarted.
+func openProviders(cfg config, log *slog.Logger) (*wiring, error) {
+	w := &wiring{providers: map[string]volume.Provider{}, kinds: map[string]string{}, status: map[string]manager.ProviderStatus{}}
 	for name, pc := range cfg.Providers {
 		plog := log.With("provider", name)
-		kinds[name] = pc.kind()
+		w.kinds[name] = pc.kind()
+		var err error
 		switch pc.Type {
-		case typeCSI:
-			c, err := csi.Dial(pc.Endpoint, csi.ClientOptions{Logger: plog})
-			if err != nil {
-				closeAll()
-				return nil, nil, nil, fmt.Errorf("provider %q: %w", name, err)
+		case typeCSI, typeSidecar:
+			var c *csi.Client
+			if c, err = csi.Dial(pc.Endpoint, csi.ClientOptions{Logger: plog}); err != nil {
+				break
 			}
-			clients = append(clients, c)
-			providers[name] = c
+			w.clients = append(w.clients, c)
+			w.providers[name] = c
+			if pc.Type == typeSidecar {
+				var stow string
+				if stow, err = stowPath(pc.Stow); err != nil {
+					break
+				}
+				sup := sidecar.New(sidecar.Options{
+					Config: sidecar.Config{
+						Name: name, Image: pc.Image, Command: pc.Command, Env: pc.Env,
+						SocketDir: pc.SocketDir, MountDir: pc.MountDir, DataDir: pc.DataDir,
+						Stow: stow, RuntimeRoot: pc.RuntimeRoot,
+					},
+					Prober: c,
+					Logger: plog,
+				})
+				w.sidecars = append(w.sidecars, sup)
+				w.status[name] = sup
+			}
 		default: // typeLocal; the config admits no other
-			p, err := local.New(pc.Root, plog)
-			if err != nil {
-				closeAll()
-				return nil, nil, nil, fmt.Errorf("provider %q: %w", name, err)
-			}
-			providers[name] = p
+			w.providers[name], err = local.New(pc.Root, plog)
+		}
+		if err != nil {
+			w.close(log)
+			return nil, fmt.Errorf("provider %q: %w", name, err)
 		}
 	}
-	return providers, kinds, closeAll, nil
+	return w, nil
+}
+
+// stowPath returns the stow binary that runs sidecars: the configured one,
+// else the one beside volumed's executable, else the one on PATH.
+func stowPath(configured string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "stow")
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("stow")
+	if err != nil {
+		return "", errors.New(`no stow binary to run the sidecar with: none beside volumed, none on PATH; set stow = "/path/to/stow"`)
+	}
+	return p, nil
+}
+
+// sidecarStartWait bounds how long volumed waits at start for its sidecars
+// to come up before it reconciles and serves; those still starting then
+// show as starting, and mounts wait for them.
+const sidecarStartWait = 30 * time.Second
+
+// waitSidecars waits until every sidecar has left the starting state, ctx
+// is done or timeout passes.
+func waitSidecars(ctx context.Context, sups []*sidecar.Supervisor, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, s := range sups {
+		for {
+			changed := s.Changed()
+			if st, _, _ := s.Status(); st != sidecar.StateStarting {
+				break
+			}
+			select {
+			case <-changed:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
 }
 
 // serveHTTP serves h on l until ctx is done, then shuts down gracefully.

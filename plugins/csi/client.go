@@ -103,6 +103,13 @@ func (c *Client) dial(ctx context.Context, _ string) (net.Conn, error) {
 	return conn, err
 }
 
+// Reconnect makes the client connect again at once instead of after its
+// backoff, which grows while the driver is away: call it when the driver
+// is known to be back, for example after its sidecar restarted.
+func (c *Client) Reconnect() {
+	c.conn.ResetConnectBackoff()
+}
+
 // Close closes the connection.
 func (c *Client) Close() error {
 	return c.conn.Close()

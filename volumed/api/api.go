@@ -49,10 +49,16 @@ type Provider struct {
 	// Driver and Version are what the provider reports of itself.
 	Driver  string `json:"driver"`
 	Version string `json:"version"`
-	// State is "up" or "down".
+	// State is one of the Provider states: "up" or "down" from the last
+	// probe, or for a sidecar "starting", "restarting" or "failed" while
+	// volumed brings it up.
 	State string `json:"state"`
-	// LastError is the last probe error, empty while up.
-	LastError string    `json:"last_error,omitempty"`
+	// LastError is the last probe error, or what took a sidecar down or
+	// kept it from starting; empty while up.
+	LastError string `json:"last_error,omitempty"`
+	// Restarts counts how often volumed restarted a sidecar since it
+	// started; 0 for other kinds.
+	Restarts  int       `json:"restarts"`
 	CheckedAt time.Time `json:"checked_at"`
 	Volumes   int       `json:"volumes"`
 }
@@ -61,6 +67,14 @@ type Provider struct {
 const (
 	ProviderUp   = "up"
 	ProviderDown = "down"
+	// ProviderStarting: volumed is starting the sidecar for the first time.
+	ProviderStarting = "starting"
+	// ProviderRestarting: the sidecar went down and volumed is bringing it
+	// back; new mounts wait for it (bounded by their deadline).
+	ProviderRestarting = "restarting"
+	// ProviderFailed: the sidecar failed to start several times in a row;
+	// volumed keeps trying, but new mounts fail at once.
+	ProviderFailed = "failed"
 )
 
 // Status describes the daemon.

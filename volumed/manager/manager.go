@@ -50,7 +50,11 @@ type Options struct {
 	DefaultProvider string
 	// Kinds says where each provider runs, as shown in api.Provider.Kind:
 	// "builtin" (the default), "csi" (an existing CSI endpoint), "sidecar".
-	Kinds  map[string]string
+	Kinds map[string]string
+	// Status, by provider name, reports the providers that something
+	// else runs and restarts (sidecars); Providers shows their state and
+	// Create and Mount wait while they restart. Optional.
+	Status map[string]ProviderStatus
 	Logger *slog.Logger
 	// IsMounted reports whether path is a mount point; nil means
 	// mountinfo.Mounted. Reconcile uses it.
@@ -80,9 +84,10 @@ type Manager struct {
 
 // provider is a provider and what volumed learnt of it.
 type provider struct {
-	name string
-	kind string
-	p    volume.Provider
+	name   string
+	kind   string
+	p      volume.Provider
+	status ProviderStatus // nil unless volumed runs the provider
 
 	mu        sync.Mutex // guards the fields below
 	caps      volume.Capabilities
@@ -130,7 +135,7 @@ func New(opts Options) (*Manager, error) {
 		if kind == "" {
 			kind = "builtin"
 		}
-		m.providers[name] = &provider{name: name, kind: kind, p: p}
+		m.providers[name] = &provider{name: name, kind: kind, p: p, status: opts.Status[name]}
 	}
 	for _, dir := range []string{m.root, m.mountsDir(), m.stagingDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -335,7 +340,11 @@ func (m *Manager) Create(ctx context.Context, name string, opts map[string]strin
 		if rec.State == api.StateRemoving {
 			return api.Volume{}, fmt.Errorf("create volume %q: %w: it is being removed; remove it again first", name, volume.ErrExists)
 		}
-	} else {
+	}
+	if err := waitRunning(ctx, p); err != nil {
+		return api.Volume{}, fmt.Errorf("create volume %q: %w", name, err)
+	}
+	if !exists {
 		rec = store.Record{
 			Name:      name,
 			Provider:  p.name,
@@ -465,6 +474,9 @@ func (m *Manager) Mount(ctx context.Context, name, id string) (string, error) {
 	}
 	target := m.Mountpoint(name)
 	if !rec.Published {
+		if err := waitRunning(ctx, p); err != nil {
+			return "", fmt.Errorf("mount volume %q: %w", name, err)
+		}
 		if err := m.publish(ctx, p, &rec); err != nil {
 			return "", fmt.Errorf("mount volume %q: %w", name, err)
 		}

@@ -88,9 +88,27 @@ func (m *Manager) Providers(ctx context.Context) []api.Provider {
 			ap.State = api.ProviderUp
 		}
 		p.mu.Unlock()
+		if p.status != nil {
+			mergeStatus(&ap, p.status)
+		}
 		out = append(out, ap)
 	}
 	return out
+}
+
+// mergeStatus merges the view of the provider's supervisor into ap, which
+// holds the last probe: while the supervisor brings the provider up, its
+// state and error win; once it is up, the probe says up or down.
+func mergeStatus(ap *api.Provider, s ProviderStatus) {
+	state, lastErr, restarts := s.Status()
+	ap.Restarts = restarts
+	if state == api.ProviderUp {
+		return
+	}
+	ap.State = state
+	if lastErr != "" {
+		ap.LastError = lastErr
+	}
 }
 
 // Reconcile compares the records with the host's mounts and with each
@@ -218,4 +236,67 @@ func (m *Manager) reconcileVolume(ctx context.Context, name string) error {
 		}
 	}
 	return nil
+}
+
+// ProviderStatus reports on a provider that volumed runs and restarts
+// itself, a sidecar (volumed/sidecar's Supervisor is one).
+type ProviderStatus interface {
+	// Status returns the state (api.ProviderStarting, ProviderUp,
+	// ProviderRestarting or ProviderFailed), what last took the provider
+	// down or kept it from starting, and how often it was restarted.
+	Status() (state, lastErr string, restarts int)
+	// Changed returns a channel that is closed at the next change of
+	// Status.
+	Changed() <-chan struct{}
+}
+
+// waitReserve is the part of a request's remaining time that waiting for a
+// restarting provider leaves for the call itself, up to maxWaitReserve.
+const (
+	waitReserve    = 4 // a quarter
+	maxWaitReserve = 15 * time.Second
+)
+
+// waitRunning returns nil at once for a provider volumed does not run, and
+// when the one it runs is up. While it starts or restarts, it waits for it
+// to come up, bounded by ctx less a reserve for the call that follows. A
+// provider that failed to start, or that does not come back in time, is
+// ErrUnavailable saying so.
+func waitRunning(ctx context.Context, p *provider) error {
+	if p.status == nil {
+		return nil
+	}
+	wctx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		reserve := min(time.Until(dl)/waitReserve, maxWaitReserve)
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithDeadline(ctx, dl.Add(-reserve))
+		defer cancel()
+	}
+	start := time.Now()
+	for {
+		changed := p.status.Changed() // before Status, so no change is missed
+		state, lastErr, restarts := p.status.Status()
+		switch state {
+		case api.ProviderUp:
+			return nil
+		case api.ProviderFailed:
+			return fmt.Errorf("%w: provider %q failed to start (%d %s; last error: %s)",
+				volume.ErrUnavailable, p.name, restarts, plural(restarts, "restart", "restarts"), orNone(lastErr))
+		}
+		select {
+		case <-changed:
+		case <-wctx.Done():
+			return fmt.Errorf("%w: provider %q is %s (%d %s; last error: %s); waited %s: %w",
+				volume.ErrUnavailable, p.name, state, restarts, plural(restarts, "restart", "restarts"), orNone(lastErr),
+				time.Since(start).Round(time.Millisecond), wctx.Err())
+		}
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

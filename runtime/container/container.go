@@ -26,8 +26,9 @@
 // monitor and the exec helper.
 //
 // On disk, under ROOT/containers/<id>/: config.json (what was asked),
-// state.json (what happens, written by temp file + fsync + rename), upper/
-// and work/ (the overlay's writable layer), rootfs/ (the overlay's mount
+// state.json (what happens, written by temp file + rename, without fsync:
+// it does not outlive the host), upper/ and work/ (the overlay's writable
+// layer), rootfs/ (the overlay's mount
 // point, mounted only inside the container's mount namespace, so nothing is
 // left on the host when it dies), log (standard output and error of a
 // detached container) and monitor.log.

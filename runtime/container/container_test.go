@@ -312,3 +312,30 @@ func FuzzParseMount(f *testing.F) {
 		}
 	})
 }
+
+// State is written without fsync; after a host crash it may be gone, and the
+// container then reads as exited rather than as an error.
+func TestStoreLostState(t *testing.T) {
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{ID: "cd" + strings.Repeat("3", 62), Name: "lost", Image: "busybox:latest", Args: []string{"sh"}, Network: NetNone}
+	c, err := s.Create(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "state.json"), nil, 0o600); err != nil { // as after a crash
+		t.Fatal(err)
+	}
+	got, err := s.Get("lost")
+	if err != nil {
+		t.Fatalf("Get with a lost state: %v", err)
+	}
+	if got.State.Status != Exited || got.State.ExitCode != -1 || !strings.Contains(got.State.Error, "state lost") {
+		t.Errorf("state = %+v; want exited, code -1, state lost", got.State)
+	}
+	if got.Config.Name != "lost" || got.Config.Image != cfg.Image {
+		t.Errorf("config = %+v", got.Config)
+	}
+}

@@ -72,11 +72,12 @@ func (s *Store) Create(cfg Config) (Container, error) {
 	}
 	c := Container{Config: cfg, Dir: dir, State: State{Status: Created, MonitorPID: os.Getpid()}}
 	c.State.MonitorStart, _ = procStart(os.Getpid())
-	if err := writeJSON(filepath.Join(dir, "config.json"), cfg); err != nil {
+	// The state first: a reader that finds config.json finds the state.
+	if err := writeState(dir, c.State); err != nil {
 		os.RemoveAll(dir)
 		return Container{}, err
 	}
-	if err := writeJSON(filepath.Join(dir, "state.json"), c.State); err != nil {
+	if err := writeJSON(filepath.Join(dir, "config.json"), cfg); err != nil {
 		os.RemoveAll(dir)
 		return Container{}, err
 	}
@@ -90,7 +91,9 @@ func (s *Store) load(id string) (Container, error) {
 		return c, err
 	}
 	if err := readJSON(filepath.Join(c.Dir, "state.json"), &c.State); err != nil {
-		return c, err
+		// State is written without fsync (see writeState): after the host
+		// crashed it may be gone, and so is everything it described.
+		c.State = State{Status: Exited, ExitCode: -1, Error: "state lost when the host stopped"}
 	}
 	return c, nil
 }
@@ -159,7 +162,21 @@ func (s *Store) Get(ref string) (Container, error) {
 
 // SaveState replaces the state of the container with ID id.
 func (s *Store) SaveState(id string, st State) error {
-	return writeJSON(filepath.Join(s.Dir(id), "state.json"), st)
+	return writeState(s.Dir(id), st)
+}
+
+// writeState replaces state.json in the container directory dir. Unlike
+// config.json it is not fsynced: it says what processes, mounts and cgroups
+// a container has now, none of which outlives the host, as runc keeps its
+// state under /run. A process crash still leaves the old or the new state;
+// a host crash may leave none, which load reads as exited. This keeps two
+// disk flushes off every container start and stop.
+func writeState(dir string, st State) error {
+	file := filepath.Join(dir, "state.json")
+	if err := atomicfile.ReplaceJSON(file, st); err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return nil
 }
 
 // Remove deletes the container's directory with its upper layer and logs.

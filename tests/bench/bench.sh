@@ -13,6 +13,8 @@ go test -run '^$' -bench . -benchtime 1x -timeout 90m ./tests/bench/ \
 	-args -out "$body" -runs "${RUNS:-20}" -cycles "${CYCLES:-200}" -volumes "${VOLUMES:-10000}"
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+# Before BENCHMARKS.md is rewritten, which would make the tree dirty.
+rev=$(git describe --always --dirty 2>/dev/null || echo dev)
 {
 	echo "# Benchmarks"
 	echo
@@ -20,7 +22,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 	echo "ratios are taken pair by pair against a baseline measured alternately in the same run."
 	echo
 	echo "- Machine: $(nproc) cores ($cpu), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release; echo "$PRETTY_NAME")"
-	echo "- dockerd $(dockerd --version | sed 's/Docker version //; s/,.*//'), $(go version | awk '{print $3}'), stowage $(git describe --always --dirty 2>/dev/null || echo dev)"
+	echo "- dockerd $(dockerd --version | sed 's/Docker version //; s/,.*//'), $(go version | awk '{print $3}'), stowage $rev"
 	echo "- Date: $(date -u +%Y-%m-%d)"
 	echo
 	cat "$body"

@@ -42,6 +42,18 @@ func Require(t testing.TB, components ...string) {
 	t.Skip(msg)
 }
 
+// Unavailable skips t with the reason, or fails it when RequiredEnv is
+// "1": for a test that finds out only while it runs that the machine lacks
+// what it needs.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv(RequiredEnv) == "1" {
+		t.Fatalf("%s (%s=1 makes this a failure)", msg, RequiredEnv)
+	}
+	t.Skip(msg)
+}
+
 func check(component string) error {
 	switch component {
 	case "root":

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/runtime/layer"
 )
@@ -108,7 +109,7 @@ func setxattr(t *testing.T, p, name, value string) {
 	t.Helper()
 	if err := unix.Lsetxattr(p, name, []byte(value), 0); err != nil {
 		if errors.Is(err, unix.ENOTSUP) {
-			t.Skipf("the filesystem of %s has no extended attributes (set TMPDIR to a directory on ext4, xfs or btrfs): %v", p, err)
+			testenv.Unavailable(t, "the filesystem of %s has no extended attributes (set TMPDIR to a directory on ext4, xfs or btrfs): %v", p, err)
 		}
 		t.Fatalf("set xattr %s on %s: %v", name, p, err)
 	}
@@ -119,7 +120,7 @@ func setxattr(t *testing.T, p, name, value string) {
 func whiteout(t *testing.T, p string) {
 	t.Helper()
 	if err := unix.Mknod(p, unix.S_IFCHR, 0); err != nil {
-		t.Skipf("make whiteout %s (needs Linux 5.8+ or root): %v", p, err)
+		testenv.Unavailable(t, "make whiteout %s (needs Linux 5.8+ or root): %v", p, err)
 	}
 }
 

@@ -230,7 +230,8 @@ func (m *Manager) lock(ctx context.Context, name string) (func(), error) {
 }
 
 // call runs one provider operation and turns a missed deadline into an
-// error that names the provider and the time it had.
+// error that names the provider and the time it had. A provider that is
+// unavailable has its supervisor, if any, check it at once.
 func call(ctx context.Context, p *provider, op string, f func(context.Context) error) error {
 	start := time.Now()
 	err := f(ctx)
@@ -238,10 +239,15 @@ func call(ctx context.Context, p *provider, op string, f func(context.Context) e
 		return nil
 	}
 	if ctx.Err() != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(ctx.Err(), context.DeadlineExceeded)) {
-		return fmt.Errorf("%w: provider %q did not finish %s within %s: %w",
+		err = fmt.Errorf("%w: provider %q did not finish %s within %s: %w",
 			volume.ErrUnavailable, p.name, op, time.Since(start).Round(time.Millisecond), context.DeadlineExceeded)
+	} else {
+		err = fmt.Errorf("provider %q: %s: %w", p.name, op, err)
 	}
-	return fmt.Errorf("provider %q: %s: %w", p.name, op, err)
+	if errors.Is(err, volume.ErrUnavailable) {
+		p.checkNow()
+	}
+	return err
 }
 
 // capabilities returns the provider's capabilities, asking it once.

@@ -27,7 +27,9 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// ProbeAll probes every provider once and records the result.
+// ProbeAll probes every provider once and records the result. A provider
+// that volumed runs and that does not answer has its supervisor check it
+// at once (see checker).
 func (m *Manager) ProbeAll(ctx context.Context) {
 	for _, name := range m.providerNames() {
 		p := m.providers[name]
@@ -53,6 +55,9 @@ func (m *Manager) ProbeAll(ctx context.Context) {
 			p.lastErr = err.Error()
 		}
 		p.mu.Unlock()
+		if err != nil {
+			p.checkNow() // once more if call asked already: still one check
+		}
 		switch {
 		case err != nil && (was || !wasKnown):
 			m.log.Warn("provider down", "provider", name, "err", err)
@@ -250,6 +255,37 @@ type ProviderStatus interface {
 	Changed() <-chan struct{}
 }
 
+// checker is a ProviderStatus that can check its provider at once rather
+// than at its next poll, as volumed/sidecar's Supervisor can. The manager
+// asks when it finds the provider not answering, so that a crash shows as
+// restarting without delay, and Create and Mount wait for the verdict.
+type checker interface {
+	// CheckNow does not block; the channel it returns is closed when a
+	// check begun after the call has ended or the status has changed.
+	CheckNow() <-chan struct{}
+}
+
+// checkNow asks the supervisor of a provider that it finds up to check it
+// now, and returns the channel that says when it has; nil when there is
+// no such supervisor or it is busy bringing the provider up anyway.
+func (p *provider) checkNow() <-chan struct{} {
+	c, ok := p.status.(checker)
+	if !ok {
+		return nil
+	}
+	if st, _, _ := p.status.Status(); st != api.ProviderUp {
+		return nil
+	}
+	return c.CheckNow()
+}
+
+// probedDown reports whether the last probe of p failed.
+func (p *provider) probedDown() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.up && !p.checked.IsZero()
+}
+
 // waitReserve is the part of a request's remaining time that waiting for a
 // restarting provider leaves for the call itself, up to maxWaitReserve.
 const (
@@ -259,9 +295,12 @@ const (
 
 // waitRunning returns nil at once for a provider volumed does not run, and
 // when the one it runs is up. While it starts or restarts, it waits for it
-// to come up, bounded by ctx less a reserve for the call that follows. A
-// provider that failed to start, or that does not come back in time, is
-// ErrUnavailable saying so.
+// to come up, bounded by ctx less a reserve for the call that follows. One
+// that its supervisor says is up but that the last probe found down (the
+// supervisor may not have noticed a crash yet) is checked at once if the
+// supervisor can (see checker), and waited for in the same way: up again,
+// or found running, goes on. A provider that failed to start, or that does
+// not come back in time, is ErrUnavailable saying so.
 func waitRunning(ctx context.Context, p *provider) error {
 	if p.status == nil {
 		return nil
@@ -274,19 +313,33 @@ func waitRunning(ctx context.Context, p *provider) error {
 		defer cancel()
 	}
 	start := time.Now()
+	waited := false // for the supervisor, whose up is then its verdict
 	for {
 		changed := p.status.Changed() // before Status, so no change is missed
 		state, lastErr, restarts := p.status.Status()
+		var checked <-chan struct{} // nil, never ready, unless a check is asked for
 		switch state {
 		case api.ProviderUp:
-			return nil
+			c, ok := p.status.(checker)
+			if waited || !ok || !p.probedDown() {
+				return nil
+			}
+			checked = c.CheckNow()
 		case api.ProviderFailed:
 			return fmt.Errorf("%w: provider %q failed to start (%d %s; last error: %s)",
 				volume.ErrUnavailable, p.name, restarts, plural(restarts, "restart", "restarts"), orNone(lastErr))
 		}
+		waited = true
 		select {
 		case <-changed:
+		case <-checked:
 		case <-wctx.Done():
+			if state == api.ProviderUp {
+				p.mu.Lock()
+				lastErr = p.lastErr
+				p.mu.Unlock()
+				state = "not answering"
+			}
 			return fmt.Errorf("%w: provider %q is %s (%d %s; last error: %s); waited %s: %w",
 				volume.ErrUnavailable, p.name, state, restarts, plural(restarts, "restart", "restarts"), orNone(lastErr),
 				time.Since(start).Round(time.Millisecond), wctx.Err())

@@ -3,6 +3,7 @@ package manager
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/plugins/volume/volumetest"
 	"github.com/stowage/stowage/volumed/api"
+	"github.com/stowage/stowage/volumed/sidecar"
 	"github.com/stowage/stowage/volumed/store"
 )
 
@@ -51,7 +53,7 @@ func (f *fakeStatus) set(state, lastErr string, restarts int) {
 
 // newSidecarEnv returns a manager whose provider "fake" is a sidecar with
 // the status st.
-func newSidecarEnv(t *testing.T, st *fakeStatus) *env {
+func newSidecarEnv(t *testing.T, st ProviderStatus) *env {
 	t.Helper()
 	root := t.TempDir()
 	e := &env{root: root, fake: volumetest.NewFake(filepath.Join(root, "fake"), true)}
@@ -194,5 +196,198 @@ func TestCreateWhileRestartingTimesOut(t *testing.T) {
 		if !errors.Is(err, volume.ErrUnavailable) || !strings.Contains(err.Error(), want) || time.Since(start) != 0 {
 			t.Errorf("Create with a failed sidecar = %v after %s; want at once %s", err, time.Since(start), want)
 		}
+	})
+}
+
+var _ checker = (*sidecar.Supervisor)(nil)
+
+// checkingStatus is a supervisor that checks when asked: the test gives
+// its verdict with set or, leaving the state up, with answer.
+type checkingStatus struct {
+	*fakeStatus
+	asked   int
+	pending chan struct{} // the channel CheckNow returned, until answered
+}
+
+func newCheckingStatus(state string) *checkingStatus {
+	return &checkingStatus{fakeStatus: newFakeStatus(state)}
+}
+
+func (c *checkingStatus) CheckNow() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked++
+	if c.pending == nil {
+		c.pending = make(chan struct{})
+	}
+	return c.pending
+}
+
+// checks returns how often CheckNow was called.
+func (c *checkingStatus) checks() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.asked
+}
+
+// answer ends the check asked for, finding the sidecar running.
+func (c *checkingStatus) answer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending != nil {
+		close(c.pending)
+		c.pending = nil
+	}
+}
+
+func (c *checkingStatus) set(state, lastErr string, restarts int) {
+	c.answer()
+	c.fakeStatus.set(state, lastErr, restarts)
+}
+
+// TestAskSupervisorToCheck: a sidecar that does not answer the manager's
+// probe, or a call, is checked by its supervisor at once; one that
+// answers, or that the supervisor is bringing up anyway, is not.
+func TestAskSupervisorToCheck(t *testing.T) {
+	tests := []struct {
+		name  string
+		state string
+		do    func(t *testing.T, e *env)
+		asked bool
+	}{
+		{"probe fails", api.ProviderUp, func(t *testing.T, e *env) {
+			e.fake.Fail(errors.New("connection refused"))
+			e.m.ProbeAll(ctxT(t))
+		}, true},
+		{"probe answers", api.ProviderUp, func(t *testing.T, e *env) {
+			e.m.ProbeAll(ctxT(t))
+		}, false},
+		{"probe fails while restarting", api.ProviderRestarting, func(t *testing.T, e *env) {
+			e.fake.Fail(errors.New("connection refused"))
+			e.m.ProbeAll(ctxT(t))
+		}, false},
+		{"call unavailable", api.ProviderUp, func(t *testing.T, e *env) {
+			e.fake.Fail(fmt.Errorf("%w: connection refused", volume.ErrUnavailable))
+			if _, err := e.m.Create(ctxT(t), "v", nil); !errors.Is(err, volume.ErrUnavailable) {
+				t.Errorf("Create = %v, want unavailable", err)
+			}
+		}, true},
+		{"call invalid", api.ProviderUp, func(t *testing.T, e *env) {
+			e.fake.Fail(fmt.Errorf("%w: bad size", volume.ErrInvalid))
+			if _, err := e.m.Create(ctxT(t), "v", nil); !errors.Is(err, volume.ErrInvalid) {
+				t.Errorf("Create = %v, want invalid", err)
+			}
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newCheckingStatus(tc.state)
+			e := newSidecarEnv(t, st)
+			tc.do(t, e)
+			if got := st.checks(); (got > 0) != tc.asked {
+				t.Errorf("the supervisor was asked to check %d times; want asked: %v", got, tc.asked)
+			}
+		})
+	}
+}
+
+// TestMountWaitsForCheck: a mount right after a sidecar crashed, which the
+// manager's probe saw before the supervisor did, waits for the
+// supervisor's verdict: restarting, then up, mounts; found running
+// mounts; no verdict in time is unavailable, saying the provider does not
+// answer. A supervisor that cannot check fails the mount at once, as
+// before.
+func TestMountWaitsForCheck(t *testing.T) {
+	type result struct {
+		path string
+		err  error
+	}
+	// crashed returns an env whose volume v is created and whose sidecar
+	// the last probe found down while st still says up.
+	crashed := func(t *testing.T, st ProviderStatus) *env {
+		e := newSidecarEnv(t, st)
+		if _, err := e.m.Create(ctxT(t), "v", nil); err != nil {
+			t.Fatal(err)
+		}
+		e.fake.Fail(fmt.Errorf("%w: connection refused", volume.ErrUnavailable))
+		e.m.ProbeAll(ctxT(t))
+		return e
+	}
+	mount := func(ctx context.Context, e *env) <-chan result {
+		done := make(chan result, 1)
+		go func() {
+			p, err := e.m.Mount(ctx, "v", "c1")
+			done <- result{p, err}
+		}()
+		return done
+	}
+	waiting := func(t *testing.T, done <-chan result, when string) {
+		t.Helper()
+		synctest.Wait()
+		select {
+		case r := <-done:
+			t.Fatalf("Mount returned %s: %q, %v", when, r.path, r.err)
+		default:
+		}
+	}
+
+	t.Run("restarted", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			st := newCheckingStatus(api.ProviderUp)
+			e := crashed(t, st)
+			asked := st.checks()
+			done := mount(ctxT(t), e)
+			waiting(t, done, "before the supervisor checked")
+			if st.checks() != asked+1 {
+				t.Errorf("Mount asked the supervisor to check %d times, want once", st.checks()-asked)
+			}
+			st.set(api.ProviderRestarting, "sidecar exited with code 137", 1)
+			waiting(t, done, "while the sidecar restarts")
+			e.fake.Fail(nil)
+			st.set(api.ProviderUp, "", 1)
+			if r := <-done; r.err != nil || r.path != e.m.Mountpoint("v") {
+				t.Errorf("Mount after the sidecar came back = %q, %v", r.path, r.err)
+			}
+		})
+	})
+	t.Run("found running", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			st := newCheckingStatus(api.ProviderUp)
+			e := crashed(t, st)
+			done := mount(ctxT(t), e)
+			waiting(t, done, "before the supervisor checked")
+			e.fake.Fail(nil)
+			st.answer()
+			if r := <-done; r.err != nil || r.path != e.m.Mountpoint("v") {
+				t.Errorf("Mount after the sidecar was found running = %q, %v", r.path, r.err)
+			}
+		})
+	})
+	t.Run("no verdict", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			st := newCheckingStatus(api.ProviderUp)
+			e := crashed(t, st)
+			ctx, cancel := context.WithTimeout(t.Context(), 100*time.Second)
+			defer cancel()
+			start := time.Now()
+			_, err := e.m.Mount(ctx, "v", "c1")
+			want := `mount volume "v": unavailable: provider "fake" is not answering (0 restarts; last error: provider "fake": probe: Info: unavailable: connection refused)`
+			if !errors.Is(err, volume.ErrUnavailable) || !strings.Contains(err.Error(), want) {
+				t.Errorf("Mount = %v; want %s", err, want)
+			}
+			if took := time.Since(start); took != 85*time.Second {
+				t.Errorf("Mount waited %s, want 85s (100s less a reserve of 15s)", took)
+			}
+		})
+	})
+	t.Run("cannot check", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			e := crashed(t, newFakeStatus(api.ProviderUp))
+			start := time.Now()
+			_, err := e.m.Mount(ctxT(t), "v", "c1")
+			if !errors.Is(err, volume.ErrUnavailable) || time.Since(start) != 0 {
+				t.Errorf("Mount = %v after %s; want unavailable at once", err, time.Since(start))
+			}
+		})
 	})
 }

@@ -178,6 +178,12 @@ type Supervisor struct {
 	lastErr  string
 	restarts int
 	changed  chan struct{} // closed and replaced at every change
+	// checking is closed when the check in progress ends, nextCheck when
+	// the next one does (or at the next change, which answers both); nil
+	// while nobody waits for them.
+	checking, nextCheck chan struct{}
+
+	wake chan struct{} // CheckNow's request to watch; buffered, at most one pending
 }
 
 // New returns a supervisor of the sidecar opts.Config; Run starts it.
@@ -210,7 +216,7 @@ func New(opts Options) *Supervisor {
 	}
 	return &Supervisor{
 		cfg: opts.Config, opts: opts, log: log.With("container", opts.Config.ContainerName()),
-		state: StateStarting, changed: make(chan struct{}),
+		state: StateStarting, changed: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 }
 
@@ -235,10 +241,58 @@ func (s *Supervisor) Changed() <-chan struct{} {
 	return s.changed
 }
 
-// set records a new status and wakes those waiting on Changed.
+// CheckNow asks the supervisor to check the running sidecar (container
+// state and Probe) at once rather than at the next PollInterval, as when
+// its user finds the driver not answering. It does not block. The channel
+// it returns is closed once a check that began after the call has ended,
+// or at the next change of Status, whichever comes first: a caller that
+// sees the state still up then knows the sidecar was found running. A
+// check found failing counts towards ProbeFailures like a polled one.
+// While the sidecar starts or waits to restart there is nothing to check:
+// the channel closes at the next change. Once Run has returned it never
+// closes.
+func (s *Supervisor) CheckNow() <-chan struct{} {
+	s.mu.Lock()
+	if s.nextCheck == nil {
+		s.nextCheck = make(chan struct{})
+	}
+	done := s.nextCheck
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default: // a check is asked for already; it answers this call too
+	}
+	return done
+}
+
+// beginCheck makes the requests so far wait for the check that begins.
+func (s *Supervisor) beginCheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.checking, s.nextCheck = s.nextCheck, nil
+}
+
+// endCheck answers the requests that the check that ended covers.
+func (s *Supervisor) endCheck() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	closeCheck(&s.checking)
+}
+
+func closeCheck(c *chan struct{}) {
+	if *c != nil {
+		close(*c)
+		*c = nil
+	}
+}
+
+// set records a new status and wakes those waiting on Changed and on
+// CheckNow.
 func (s *Supervisor) set(state string, err error, restarted bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	closeCheck(&s.checking)
+	closeCheck(&s.nextCheck)
 	s.state = state
 	if err != nil {
 		s.lastErr = err.Error()
@@ -348,8 +402,9 @@ func (s *Supervisor) start(ctx context.Context, adopt bool) (time.Time, error) {
 	}
 }
 
-// watch checks the running sidecar every PollInterval and returns why it
-// went down, or nil when ctx is done.
+// watch checks the running sidecar every PollInterval, and at once when
+// CheckNow asks, and returns why it went down, or nil when ctx is done. A
+// check that finds it down is answered by Run's change of state.
 func (s *Supervisor) watch(ctx context.Context) error {
 	failures := 0
 	for {
@@ -357,13 +412,16 @@ func (s *Supervisor) watch(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-s.opts.Clock.After(s.opts.PollInterval):
+		case <-s.wake:
 		}
+		s.beginCheck()
 		if err := s.running(ctx); err != nil {
 			return err
 		}
 		err := s.probe(ctx)
 		if err == nil {
 			failures = 0
+			s.endCheck()
 			continue
 		}
 		if ctx.Err() != nil {
@@ -374,6 +432,7 @@ func (s *Supervisor) watch(ctx context.Context) error {
 		if failures >= s.opts.ProbeFailures {
 			return fmt.Errorf("sidecar did not answer Probe %d times in a row: %w", failures, err)
 		}
+		s.endCheck()
 	}
 }
 

@@ -479,3 +479,115 @@ func TestChanged(t *testing.T) {
 		t.Error("Changed did not close when the sidecar came up")
 	}
 }
+
+// received reports whether c is closed or holds a value, without waiting.
+func received(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// awaitClosed waits until c is closed.
+func awaitClosed(t *testing.T, c <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(30 * time.Second): // a guard against a hung test, not a sleep
+		t.Fatalf("%s within 30s", what)
+	}
+}
+
+// waitDead polls until pid has ended.
+func waitDead(t *testing.T, pid int) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for alive(pid) {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("process %d still runs 30s after SIGKILL", pid)
+		}
+	}
+}
+
+// TestCheckNow: asked to check now, the supervisor checks at once rather
+// than at its next poll: a healthy sidecar stays up and the answer comes
+// without the clock moving; a crashed one is restarting at once, without
+// waiting for the poll interval.
+func TestCheckNow(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.until(StateUp)
+	pid, now := h.pid(), h.clock.Now()
+
+	done := h.sup.CheckNow()
+	awaitClosed(t, done, "CheckNow of a healthy sidecar did not answer")
+	if st, _, restarts := h.sup.Status(); st != StateUp || restarts != 0 {
+		t.Errorf("after CheckNow of a healthy sidecar: %s, %d restarts; want up, 0", st, restarts)
+	}
+	// The supervisor polls again, from the check on.
+	w := h.clock.next(t)
+	h.pending = &w
+	if w.d != h.opts.PollInterval {
+		t.Errorf("after the check the supervisor waits %s, want the poll interval", w.d)
+	}
+
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitDead(t, pid) // so that the check cannot still find it running
+	done = h.sup.CheckNow()
+	// The poll's wait is not ended: the next wait is the restart's backoff.
+	w = h.clock.next(t)
+	h.pending = &w
+	state, lastErr, restarts := h.sup.Status()
+	if w.d != h.opts.MinBackoff || state != StateRestarting || restarts != 1 || !strings.Contains(lastErr, "sidecar exited with code 137") {
+		t.Errorf("after a crash and CheckNow: waits %s in state %s, %d restarts, last error %q; want %s restarting, 1, exit code 137",
+			w.d, state, restarts, lastErr, h.opts.MinBackoff)
+	}
+	if !received(done) {
+		t.Error("CheckNow's channel is still open after the sidecar was found down")
+	}
+	if got := h.clock.Now(); !got.Equal(now) {
+		t.Errorf("the clock moved by %s; the supervisor must not wait for its poll", got.Sub(now))
+	}
+
+	h.until(StateUp)
+	if n := h.count("run"); n != 2 {
+		t.Errorf("stow run was called %d times, want 2", n)
+	}
+}
+
+// TestCheckNowWhileDown: CheckNow while the sidecar waits to restart is
+// answered when it is up again; the request left over makes one more
+// check, which changes nothing.
+func TestCheckNowWhileDown(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.until(StateUp)
+	if err := syscall.Kill(h.pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.until(StateRestarting)
+	done := h.sup.CheckNow()
+	if received(done) {
+		t.Fatal("CheckNow answered while the sidecar waits to restart")
+	}
+	h.until(StateUp)
+	if !received(done) {
+		t.Error("CheckNow's channel is still open after the sidecar came up")
+	}
+	for range 3 {
+		if h.step(); h.sup.currentState() != StateUp {
+			t.Fatalf("the sidecar is %s after a left-over check", h.sup.currentState())
+		}
+	}
+	if n := h.count("run"); n != 2 {
+		t.Errorf("stow run was called %d times, want 2", n)
+	}
+}

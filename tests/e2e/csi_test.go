@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/tests/e2e/harness"
 	"github.com/stowage/stowage/volumed/api"
@@ -61,7 +59,7 @@ func startCSIProvider(t *testing.T, bins harness.Binaries) *csiProvider {
 			p.stop()
 		}
 		if t.Failed() {
-			t.Logf("provider log:\n%s", readTail(p.log, 60))
+			t.Logf("provider log:\n%s", harness.Tail(p.log, 60))
 		} else {
 			if m := harness.MountsUnder(t, dir); len(m) != 0 {
 				t.Errorf("mounts left below the provider's directory: %v", m)
@@ -70,7 +68,7 @@ func startCSIProvider(t *testing.T, bins harness.Binaries) *csiProvider {
 				t.Errorf("loop devices left for the provider's root: %v", l)
 			}
 		}
-		release(t, dir)
+		harness.Sweep(t, dir)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
 		}
@@ -102,7 +100,7 @@ func (p *csiProvider) start() {
 		p.err = cmd.Wait()
 		close(done)
 	}(p.done)
-	err = pollUntil(30*time.Second, func() error {
+	err = harness.Poll(30*time.Second, func() error {
 		if !p.running() {
 			return fmt.Errorf("stow provider serve exited: %v", p.err)
 		}
@@ -113,7 +111,7 @@ func (p *csiProvider) start() {
 		return c.Close()
 	})
 	if err != nil {
-		p.t.Fatalf("start stow provider serve: %v\nlog:\n%s", err, readTail(p.log, 40))
+		p.t.Fatalf("start stow provider serve: %v\nlog:\n%s", err, harness.Tail(p.log, 40))
 	}
 }
 
@@ -150,49 +148,6 @@ func (p *csiProvider) stop() {
 func (p *csiProvider) kill9() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
-}
-
-// pollUntil calls f until it returns nil or timeout passes.
-func pollUntil(timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	interval := 10 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("after %s: %w", timeout, err)
-		}
-		time.Sleep(interval)
-		interval = min(2*interval, 250*time.Millisecond)
-	}
-}
-
-// readTail returns the last n lines of a file.
-func readTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// release unmounts what is mounted below dir and detaches the loop devices
-// backed by files below it, so that dir can be removed.
-func release(t *testing.T, dir string) {
-	t.Helper()
-	for _, m := range harness.MountsUnder(t, dir) {
-		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {
-			t.Logf("unmount %s: %v", m, err)
-		}
-	}
-	for _, l := range harness.LoopsBackedUnder(t, dir) {
-		if out, err := exec.Command("losetup", "-d", l).CombinedOutput(); err != nil {
-			t.Logf("detach %s: %v: %s", l, err, out)
-		}
-	}
 }
 
 // sanitySummary matches Ginkgo's summary line, e.g.
@@ -312,7 +267,7 @@ func providerState(t *testing.T, v *harness.Volumed, name string) (api.Provider,
 func waitProviderState(t *testing.T, v *harness.Volumed, name, state string) api.Provider {
 	t.Helper()
 	var last api.Provider
-	err := pollUntil(30*time.Second, func() error {
+	err := harness.Poll(30*time.Second, func() error {
 		p, err := providerState(t, v, name)
 		if err != nil {
 			return err

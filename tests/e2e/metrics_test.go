@@ -61,19 +61,19 @@ func TestPrometheusScrapesVolumed(t *testing.T) {
 		return strconv.ParseFloat(s, 64)
 	}
 	var capacity float64
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	err := harness.Poll(60*time.Second, func() error {
 		up, err := query(`up{job="stowage"}`)
-		if err == nil && up == 1 {
-			capacity, err = query(`stowage_volume_stats_capacity_bytes{volume="scraped",provider="local"}`)
-			if err == nil {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus has no stowage figures after 60s: %v", err)
+		if up != 1 {
+			return fmt.Errorf("volumed not up in Prometheus")
 		}
-		time.Sleep(500 * time.Millisecond) // polling an external server
+		capacity, err = query(`stowage_volume_stats_capacity_bytes{volume="scraped",provider="local"}`)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Prometheus has no stowage figures: %v", err)
 	}
 	if capacity <= 32<<20 || capacity > 64<<20 {
 		t.Errorf("capacity of a 64MiB volume as Prometheus saw it: %.0f bytes", capacity)

@@ -63,7 +63,7 @@ func newRuntimeSidecar(t *testing.T, bins harness.Binaries) *runtimeSidecar {
 				t.Errorf("stow rm -f %s: %s", name, r)
 			}
 		}
-		release(t, dir)
+		harness.Sweep(t, dir)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
 		}
@@ -126,7 +126,7 @@ func (s *runtimeSidecar) start(name string) {
 		"stowage-provider",
 		"stow-provider", "local", "--endpoint", "unix:///csi/csi.sock", "--root", "/data",
 		"--node-id", "e2e", "--log-level", "debug")
-	err := pollUntil(30*time.Second, func() error {
+	err := harness.Poll(30*time.Second, func() error {
 		if st := s.state(name); st.Status != container.Running {
 			return fmt.Errorf("container %s is %s (exit %d, %s)", name, st.Status, st.ExitCode, st.Error)
 		}
@@ -230,7 +230,7 @@ func TestRuntimeProviderSidecar(t *testing.T) {
 	// SIGKILL to the provider: its container ends, the host keeps the
 	// mounts, the loop device and the data.
 	s.must("kill", "-s", "KILL", "provider-1")
-	err = pollUntil(30*time.Second, func() error {
+	err = harness.Poll(30*time.Second, func() error {
 		if st := s.state("provider-1"); st.Status != container.Exited {
 			return fmt.Errorf("provider-1 is %s", st.Status)
 		}
@@ -282,7 +282,7 @@ func TestRuntimeProviderSidecar(t *testing.T) {
 	if m := harness.MountsUnder(t, s.mnt); len(m) != 1 || m[0] != s.mnt {
 		t.Errorf("mounts below %s: %v, want only its bind on itself", s.mnt, m)
 	}
-	err = pollUntil(10*time.Second, func() error {
+	err = harness.Poll(10*time.Second, func() error {
 		if b, err := os.ReadFile(backing); err == nil && strings.HasSuffix(strings.TrimSpace(string(b)), image) {
 			return fmt.Errorf("%s is still attached to %s", loop, strings.TrimSpace(string(b)))
 		}

@@ -55,7 +55,7 @@ func TestVolumedSidecar(t *testing.T) {
 	// stops (and leaves the sidecar running, by design), then the sidecar
 	// is removed and what is left below base is released.
 	t.Cleanup(func() {
-		release(t, base)
+		harness.Sweep(t, base)
 		if err := os.RemoveAll(base); err != nil {
 			t.Errorf("remove %s: %v", base, err)
 		}
@@ -175,7 +175,7 @@ data_dir = %q
 		t.Errorf("holder read %q right after the sidecar was killed, want before, during", got)
 	}
 	var up api.Provider
-	err = pollUntil(90*time.Second, func() error {
+	err = harness.Poll(90*time.Second, func() error {
 		p, err := providerState(t, v, sidecarName)
 		if err != nil {
 			return err
@@ -218,7 +218,7 @@ data_dir = %q
 			t.Errorf("still mounted after docker stop: %v", m)
 		}
 	}
-	err = pollUntil(10*time.Second, func() error {
+	err = harness.Poll(10*time.Second, func() error {
 		if b, err := os.ReadFile(backing); err == nil && strings.HasSuffix(strings.TrimSpace(string(b)), image0) {
 			return fmt.Errorf("%s is still attached to %s", loop, strings.TrimSpace(string(b)))
 		}

@@ -89,15 +89,15 @@ func StartDockerd(t testing.TB) *Docker {
 	}
 	t.Cleanup(func() {
 		d.stop()
-		sweep(t, d.DataRoot)
-		sweep(t, base)
+		Sweep(t, d.DataRoot)
+		Sweep(t, base)
 		for _, dir := range []string{d.DataRoot, base} {
 			if err := os.RemoveAll(dir); err != nil {
 				t.Errorf("remove %s: %v", dir, err)
 			}
 		}
 	})
-	err = poll(60*time.Second, func() error {
+	err = Poll(60*time.Second, func() error {
 		if d.proc.exited() {
 			return fmt.Errorf("dockerd exited: %v", d.proc.err)
 		}
@@ -107,7 +107,7 @@ func StartDockerd(t testing.TB) *Docker {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("start dockerd: %v\ndockerd log:\n%s", err, tail(d.LogPath, 40))
+		t.Fatalf("start dockerd: %v\ndockerd log:\n%s", err, Tail(d.LogPath, 40))
 	}
 	return d
 }
@@ -127,7 +127,7 @@ func (d *Docker) stop() {
 		d.t.Logf("cleanup: dockerd did not stop on SIGTERM; killed")
 	}
 	if d.t.Failed() {
-		d.t.Logf("dockerd log (tail):\n%s", tail(d.LogPath, 60))
+		d.t.Logf("dockerd log (tail):\n%s", Tail(d.LogPath, 60))
 	}
 }
 

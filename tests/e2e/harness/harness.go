@@ -82,9 +82,9 @@ func environ(extra []string) []string {
 	return append(env, extra...)
 }
 
-// poll calls f until it returns nil or timeout passes, and returns f's last
+// Poll calls f until it returns nil or timeout passes, and returns f's last
 // error then.
-func poll(timeout time.Duration, f func() error) error {
+func Poll(timeout time.Duration, f func() error) error {
 	deadline := time.Now().Add(timeout)
 	interval := 10 * time.Millisecond
 	for {
@@ -118,8 +118,8 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// tail returns the last n lines of a file, for failure messages.
-func tail(path string, n int) string {
+// Tail returns the last n lines of a file, for failure messages.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err.Error()

@@ -50,9 +50,9 @@ func LoopsBackedUnder(t testing.TB, dir string) []string {
 	return loops
 }
 
-// sweep unmounts everything below dir and detaches loop devices backed by
+// Sweep unmounts everything below dir and detaches loop devices backed by
 // files below it, so that dir can be removed. It logs what it had to do.
-func sweep(t testing.TB, dir string) {
+func Sweep(t testing.TB, dir string) {
 	t.Helper()
 	for _, m := range MountsUnder(t, dir) {
 		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil {

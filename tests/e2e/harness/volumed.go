@@ -139,9 +139,9 @@ func StartVolumed(t testing.TB, bins Binaries, args ...string) *Volumed {
 			v.Stop()
 		}
 		if t.Failed() {
-			t.Logf("volumed log (tail):\n%s", tail(v.LogPath, 80))
+			t.Logf("volumed log (tail):\n%s", Tail(v.LogPath, 80))
 		}
-		sweep(t, v.Root)
+		Sweep(t, v.Root)
 		os.Remove(v.PluginSocket)
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
@@ -184,7 +184,7 @@ func (v *Volumed) start() {
 		}},
 	}
 	defer client.CloseIdleConnections()
-	err = poll(30*time.Second, func() error {
+	err = Poll(30*time.Second, func() error {
 		if p.exited() {
 			return fmt.Errorf("volumed exited: %v", p.err)
 		}
@@ -203,7 +203,7 @@ func (v *Volumed) start() {
 		return c.Close()
 	})
 	if err != nil {
-		v.t.Fatalf("start volumed: %v\nvolumed log:\n%s", err, tail(v.LogPath, 40))
+		v.t.Fatalf("start volumed: %v\nvolumed log:\n%s", err, Tail(v.LogPath, 40))
 	}
 }
 

@@ -113,18 +113,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	res, err := c.hc.Do(req)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return &classError{
-				msg: fmt.Sprintf("volumed is not reachable at %s: %v (start volumed, or give its API socket with --host)",
-					c.path, op.Err),
-				class: volume.ErrUnavailable,
-			}
-		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("%s %s: %w", method, path, ctxErr)
-		}
-		return fmt.Errorf("%w: %s %s: %v", volume.ErrUnavailable, method, path, err)
+		return transportError(ctx, err, method+" "+path,
+			fmt.Sprintf("volumed is not reachable at %s", c.path), "start volumed, or give its API socket with --host")
 	}
 	defer res.Body.Close()
 	if res.StatusCode >= 300 {
@@ -160,4 +150,18 @@ func decodeError(res *http.Response) error {
 		return fmt.Errorf("volumed answered %s", res.Status)
 	}
 	return &classError{msg: e.Message, class: api.ClassError(e.Class)}
+}
+
+// transportError explains a request that got no answer: a socket nobody
+// listens on says where it was and what to do (hint); otherwise the
+// request's own context error or an unavailable error naming op.
+func transportError(ctx context.Context, err error, op, unreachable, hint string) error {
+	var dial *net.OpError
+	if errors.As(err, &dial) && dial.Op == "dial" {
+		return &classError{msg: fmt.Sprintf("%s: %v (%s)", unreachable, dial.Err, hint), class: volume.ErrUnavailable}
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("%s: %w", op, ctxErr)
+	}
+	return fmt.Errorf("%w: %s: %v", volume.ErrUnavailable, op, err)
 }

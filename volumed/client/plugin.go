@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -106,18 +105,9 @@ func (p *Plugin) call(ctx context.Context, method string, in, out any) error {
 	req.Header.Set("Content-Type", pluginContentType)
 	res, err := p.hc.Do(req)
 	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return &classError{
-				msg: fmt.Sprintf("volumed's plugin socket is not reachable at %s: %v (start volumed, or give its plugin socket with --plugin-socket)",
-					p.path, op.Err),
-				class: volume.ErrUnavailable,
-			}
-		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return fmt.Errorf("volume plugin %s: %w", method, ctxErr)
-		}
-		return fmt.Errorf("%w: volume plugin %s: %v", volume.ErrUnavailable, method, err)
+		return transportError(ctx, err, "volume plugin "+method,
+			fmt.Sprintf("volumed's plugin socket is not reachable at %s", p.path),
+			"start volumed, or give its plugin socket with --plugin-socket")
 	}
 	defer res.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))

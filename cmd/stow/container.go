@@ -90,19 +90,7 @@ func (r *runtimeCLI) eachContainer(cmd *cobra.Command, args []string, f func(e *
 	if err != nil {
 		return err
 	}
-	failed := false
-	for _, ref := range args {
-		if err := f(e, ref); err != nil {
-			r.report(err)
-			failed = true
-			continue
-		}
-		fmt.Fprintln(r.stdout, ref)
-	}
-	if failed {
-		return errReported
-	}
-	return nil
+	return r.each(args, func(ref string) error { return f(e, ref) })
 }
 
 func (r *runtimeCLI) stopCommand() *cobra.Command {

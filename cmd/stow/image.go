@@ -154,19 +154,7 @@ the exit status is then 1.`,
 			if err != nil {
 				return err
 			}
-			failed := false
-			for _, name := range args {
-				if err := removeImage(s, cs, name, force); err != nil {
-					a.report(err)
-					failed = true
-					continue
-				}
-				fmt.Fprintln(a.stdout, name)
-			}
-			if failed {
-				return errReported
-			}
-			return nil
+			return a.each(args, func(name string) error { return removeImage(s, cs, name, force) })
 		},
 	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove images that stopped containers were made from")

@@ -142,6 +142,25 @@ func (a *app) report(err error) {
 	fmt.Fprintf(a.stderr, "stow: %s\n", err)
 }
 
+// each runs f for every name, printing the name when f succeeds and the
+// error when it fails, and goes on past failures; it fails at the end if
+// one did, as `docker rm a b` does.
+func (a *app) each(names []string, f func(name string) error) error {
+	failed := false
+	for _, name := range names {
+		if err := f(name); err != nil {
+			a.report(err)
+			failed = true
+			continue
+		}
+		fmt.Fprintln(a.stdout, name)
+	}
+	if failed {
+		return errReported
+	}
+	return nil
+}
+
 // orDash returns s, or "-" when it is empty, to keep table columns aligned.
 func orDash(s string) string {
 	if s == "" {

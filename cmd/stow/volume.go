@@ -164,19 +164,7 @@ the others are still removed, and the exit status is then 1.`,
 			if err != nil {
 				return err
 			}
-			failed := false
-			for _, name := range args {
-				if err := c.RemoveVolume(cmd.Context(), name); err != nil {
-					a.report(err)
-					failed = true
-					continue
-				}
-				fmt.Fprintln(a.stdout, name)
-			}
-			if failed {
-				return errReported
-			}
-			return nil
+			return a.each(args, func(name string) error { return c.RemoveVolume(cmd.Context(), name) })
 		},
 	}
 }

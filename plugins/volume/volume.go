@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Error classes. Providers wrap them with %w, keeping their own cause.
@@ -102,6 +103,19 @@ type CreateRequest struct {
 	// Parameters are the provider's own options. A provider rejects
 	// unknown keys with ErrInvalid and names the keys it accepts.
 	Parameters map[string]string
+	// Source, when set, is what the new volume starts from (CSI
+	// VolumeContentSource). A provider that cannot fill a volume from a
+	// source returns ErrNotSupported; an unknown source is ErrNotFound.
+	Source *Source
+}
+
+// Source is the content a new volume starts from: exactly one of its fields
+// is set.
+type Source struct {
+	// SnapshotID is a snapshot of the same provider (a clone of it).
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// VolumeID is a volume of the same provider (a copy of it).
+	VolumeID string `json:"volume_id,omitempty"`
 }
 
 // Volume is a volume as the provider created it.
@@ -191,10 +205,66 @@ type Lister interface {
 	List(ctx context.Context) ([]Volume, error)
 }
 
-// Expander is a provider that can grow a volume (CSI ControllerExpandVolume
-// and NodeExpandVolume together). It returns the new capacity.
+// ExpandRequest asks to grow a volume (CSI ControllerExpandVolume and
+// NodeExpandVolume together).
+type ExpandRequest struct {
+	VolumeID      string
+	CapacityBytes int64
+	// StagingPath is where the volume is staged on this host, and
+	// TargetPath one place it is published; both are empty when the volume
+	// is not in use here. A provider with a filesystem grows it online
+	// through them, or at the next Stage when they are empty.
+	StagingPath string
+	TargetPath  string
+}
+
+// Expander is a provider that can grow a volume. Expand returns the new
+// capacity, which is at least the one asked for. Asking for less than the
+// current capacity is ErrInvalid (volumes never shrink); asking for the
+// current capacity succeeds and changes nothing.
 type Expander interface {
-	Expand(ctx context.Context, volumeID string, capacityBytes int64) (int64, error)
+	Expand(ctx context.Context, req ExpandRequest) (int64, error)
+}
+
+// Snapshot is a point-in-time copy of a volume (CSI Snapshot).
+type Snapshot struct {
+	// ID is the provider's identifier of the snapshot.
+	ID string `json:"id"`
+	// SourceVolumeID is the volume it was taken of.
+	SourceVolumeID string `json:"source_volume_id"`
+	// CreatedAt is when it was taken.
+	CreatedAt time.Time `json:"created_at"`
+	// SizeBytes is the size of the volume when it was taken; 0 when unknown.
+	SizeBytes int64 `json:"size_bytes"`
+	// ReadyToUse is set once a volume can be created from it.
+	ReadyToUse bool `json:"ready_to_use"`
+}
+
+// Snapshotter is a provider that takes snapshots (CSI CreateSnapshot,
+// DeleteSnapshot, ListSnapshots). Volumes are created from a snapshot with
+// CreateRequest.Source.
+type Snapshotter interface {
+	// CreateSnapshot takes a snapshot called name of a volume. Taking the
+	// same name of the same volume again returns the existing snapshot;
+	// the name taken for another volume is ErrExists.
+	CreateSnapshot(ctx context.Context, volumeID, name string) (Snapshot, error)
+	// DeleteSnapshot removes a snapshot. Deleting a missing one succeeds;
+	// one that volumes still depend on is ErrInUse.
+	DeleteSnapshot(ctx context.Context, snapshotID string) error
+	// ListSnapshots lists the snapshots of a volume, or of every volume
+	// when volumeID is empty.
+	ListSnapshots(ctx context.Context, volumeID string) ([]Snapshot, error)
+}
+
+// Unlocker is a provider that lets one host write a volume at a time and
+// can break the lock of a host that died. Stage of a volume that another
+// host holds read-write returns ErrInUse naming the holder.
+type Unlocker interface {
+	// Unlock breaks the write lock on the volume and fences its holder,
+	// so that it can no longer write, and returns a description of the
+	// holder it broke ("" when the volume was not locked). It is the
+	// operator's explicit choice: volumed never calls it on its own.
+	Unlock(ctx context.Context, volumeID string) (holder string, err error)
 }
 
 // CheckParameters returns an ErrInvalid error when params has a key that is

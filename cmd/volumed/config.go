@@ -14,20 +14,28 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/stowage/stowage/volumed/plugin"
 )
 
 // config is volumed's configuration: defaults, then the config file, then
 // flags given on the command line.
 type config struct {
-	Root            string                    `toml:"root"`
-	PluginSocket    string                    `toml:"plugin_socket"`
-	APISocket       string                    `toml:"api_socket"`
-	MetricsAddr     string                    `toml:"metrics_addr"`
-	LogLevel        string                    `toml:"log_level"`
-	LogFormat       string                    `toml:"log_format"`
-	DefaultProvider string                    `toml:"default_provider"`
-	ProbeInterval   duration                  `toml:"probe_interval"`
-	Providers       map[string]providerConfig `toml:"providers"`
+	Root            string   `toml:"root"`
+	PluginSocket    string   `toml:"plugin_socket"`
+	APISocket       string   `toml:"api_socket"`
+	MetricsAddr     string   `toml:"metrics_addr"`
+	LogLevel        string   `toml:"log_level"`
+	LogFormat       string   `toml:"log_format"`
+	DefaultProvider string   `toml:"default_provider"`
+	ProbeInterval   duration `toml:"probe_interval"`
+	// CreateMountTimeout and RequestTimeout bound the plugin requests
+	// dockerd sends: Create and Mount, and every other one. Each must stay
+	// below dockerd's own deadline for them, so that a provider that does
+	// not answer gives the user volumed's error naming it.
+	CreateMountTimeout duration                  `toml:"create_mount_timeout"`
+	RequestTimeout     duration                  `toml:"request_timeout"`
+	Providers          map[string]providerConfig `toml:"providers"`
 }
 
 // providerConfig configures one provider.
@@ -72,6 +80,7 @@ const providerTypes = typeLocal + ", " + typeCSI + ", " + typeSidecar
 
 // validKeys lists the config keys, for the error about unknown ones.
 const validKeys = "root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, " +
+	"create_mount_timeout, request_timeout, " +
 	"[providers.NAME] type, root, endpoint, image, command, env, socket_dir, mount_dir, data_dir, stow, runtime_root"
 
 // sidecarSocketDir is the parent of the default socket_dir of a sidecar.
@@ -239,6 +248,9 @@ func defaults() config {
 		LogFormat:       "text",
 		DefaultProvider: "local",
 		ProbeInterval:   duration{15 * time.Second},
+
+		CreateMountTimeout: duration{plugin.DefaultSlowTimeout},
+		RequestTimeout:     duration{plugin.DefaultTimeout},
 	}
 }
 
@@ -348,6 +360,20 @@ func (c *config) finish() error {
 	}
 	if c.ProbeInterval.Duration <= 0 {
 		errs = append(errs, errors.New("probe_interval must be positive"))
+	}
+	for _, t := range []struct {
+		key    string
+		v      time.Duration
+		docker time.Duration
+		what   string
+	}{
+		{"create_mount_timeout", c.CreateMountTimeout.Duration, plugin.DockerSlowDeadline, "Create and Mount"},
+		{"request_timeout", c.RequestTimeout.Duration, plugin.DockerDeadline, "every other request"},
+	} {
+		if t.v <= 0 || t.v >= t.docker {
+			errs = append(errs, fmt.Errorf("%s %s: use a duration above 0 and below %s, dockerd's deadline for %s",
+				t.key, t.v, t.docker, t.what))
+		}
 	}
 	return errors.Join(errs...)
 }

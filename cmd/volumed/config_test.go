@@ -80,6 +80,25 @@ func TestLoadConfigDefaults(t *testing.T) {
 		cfg.MetricsAddr != "127.0.0.1:9163" || cfg.Providers["local"].Type != "local" {
 		t.Fatalf("defaults = %+v", cfg)
 	}
+	// The default deadlines leave dockerd's (2 min for Create and Mount,
+	// 1 min for the rest) room to carry volumed's error to the user.
+	if d := cfg.CreateMountTimeout.Duration; d <= 0 || d >= 2*time.Minute {
+		t.Errorf("default create_mount_timeout = %s; want below dockerd's 2m", d)
+	}
+	if d := cfg.RequestTimeout.Duration; d <= 0 || d >= time.Minute {
+		t.Errorf("default request_timeout = %s; want below dockerd's 1m", d)
+	}
+}
+
+func TestLoadConfigTimeouts(t *testing.T) {
+	file := writeConfig(t, "create_mount_timeout = \"5s\"\nrequest_timeout = \"3s\"\n")
+	cfg, _, err := loadConfig([]string{"--config", file}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.CreateMountTimeout.Duration != 5*time.Second || cfg.RequestTimeout.Duration != 3*time.Second {
+		t.Errorf("create_mount_timeout, request_timeout = %s, %s; want 5s, 3s", cfg.CreateMountTimeout, cfg.RequestTimeout)
+	}
 }
 
 func TestLoadConfigErrors(t *testing.T) {
@@ -91,10 +110,16 @@ func TestLoadConfigErrors(t *testing.T) {
 	}{
 		{"unknown key", nil, `colour = "red"`, "unknown keys colour"},
 		{"bad duration", nil, `probe_interval = "soon"`, "use a number with a unit"},
+		{"create_mount_timeout at dockerd's", nil, `create_mount_timeout = "2m"`,
+			"create_mount_timeout 2m0s: use a duration above 0 and below 2m0s, dockerd's deadline for Create and Mount"},
+		{"request_timeout above dockerd's", nil, `request_timeout = "90s"`,
+			"request_timeout 1m30s: use a duration above 0 and below 1m0s, dockerd's deadline for every other request"},
+		{"zero request_timeout", nil, `request_timeout = "0s"`, "request_timeout 0s: use a duration above 0"},
+		{"negative create_mount_timeout", nil, `create_mount_timeout = "-1s"`, "create_mount_timeout -1s: use a duration above 0"},
 		{"unknown provider type", nil, "[providers.x]\ntype = \"nfs\"", `provider "x": unknown type "nfs" (types: local, csi, sidecar)`},
 		{"provider name as unknown type", nil, "[providers.fast]\nroot = \"/nvme\"", `provider "fast": unknown type "fast" (types: local, csi, sidecar)`},
 		{"unknown provider key", nil, "[providers.x]\ntype = \"csi\"\nsocket = \"/run/x.sock\"",
-			"unknown keys providers.x.socket (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, [providers.NAME] type, root, endpoint, image, command, env, socket_dir, mount_dir, data_dir, stow, runtime_root)"},
+			"unknown keys providers.x.socket (valid: root, plugin_socket, api_socket, metrics_addr, log_level, log_format, default_provider, probe_interval, create_mount_timeout, request_timeout, [providers.NAME] type, root, endpoint, image, command, env, socket_dir, mount_dir, data_dir, stow, runtime_root)"},
 		{"unknown sidecar key", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\nprivileged = true", "unknown keys providers.x.privileged"},
 		{"sidecar without image", nil, "[providers.x]\ntype = \"sidecar\"", `provider "x": type sidecar needs an image`},
 		{"sidecar command not a list", nil, "[providers.x]\ntype = \"sidecar\"\nimage = \"i\"\ncommand = \"drv --x\"", "command"},

@@ -144,7 +144,10 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	goServe("control API", func() error { return serveHTTP(ctx, apiL, control.New(m, info, log)) })
 
-	drv := plugin.New(m, plugin.Options{Observer: mx, Logger: log})
+	drv := plugin.New(m, plugin.Options{
+		SlowTimeout: cfg.CreateMountTimeout.Duration, Timeout: cfg.RequestTimeout.Duration,
+		Observer: mx, Logger: log,
+	})
 	defer drv.Close()
 	goServe("plugin", func() error { return drv.Serve(ctx, plugL) })
 

@@ -33,13 +33,28 @@ type Observer interface {
 	ObserveRequest(method string, err error, d time.Duration)
 }
 
+// dockerd's own deadlines for volume plugin requests (moby's
+// volume/drivers/proxy.go). A request still running then fails at dockerd
+// with a bare "context deadline exceeded", so the Driver's deadlines stay
+// below them.
+const (
+	DockerSlowDeadline = 2 * time.Minute // Create and Mount
+	DockerDeadline     = time.Minute     // every other request
+)
+
+// The Driver's deadlines when Options leave them 0.
+const (
+	DefaultSlowTimeout = 100 * time.Second // Create and Mount
+	DefaultTimeout     = 50 * time.Second  // every other request
+)
+
 // Options configure a Driver.
 type Options struct {
-	// SlowTimeout bounds Create and Mount; dockerd gives up after 2 min.
-	// 0 means 100 s.
+	// SlowTimeout bounds Create and Mount; it must stay below
+	// DockerSlowDeadline. 0 means DefaultSlowTimeout.
 	SlowTimeout time.Duration
-	// Timeout bounds every other request; dockerd gives up after 1 min.
-	// 0 means 50 s.
+	// Timeout bounds every other request; it must stay below
+	// DockerDeadline. 0 means DefaultTimeout.
 	Timeout  time.Duration
 	Observer Observer
 	Logger   *slog.Logger
@@ -64,10 +79,10 @@ var _ dv.Driver = (*Driver)(nil)
 func New(b Backend, opts Options) *Driver {
 	d := &Driver{b: b, slow: opts.SlowTimeout, timeout: opts.Timeout, observer: opts.Observer, log: opts.Logger}
 	if d.slow <= 0 {
-		d.slow = 100 * time.Second
+		d.slow = DefaultSlowTimeout
 	}
 	if d.timeout <= 0 {
-		d.timeout = 50 * time.Second
+		d.timeout = DefaultTimeout
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)

@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	dv "github.com/docker/go-plugins-helpers/volume"
+
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/plugins/volume/volumetest"
+	"github.com/stowage/stowage/volumed/api"
 	"github.com/stowage/stowage/volumed/manager"
 	"github.com/stowage/stowage/volumed/store"
 )
@@ -211,4 +214,102 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("failed %s %q changed the volumes:\n%+v\n->\n%+v", method, body, before, after)
 		}
 	})
+}
+
+// deadlineBackend records how much time each request had before its
+// deadline.
+type deadlineBackend struct {
+	mu   sync.Mutex
+	left map[string]time.Duration // by method; -1 without a deadline
+}
+
+func (b *deadlineBackend) note(ctx context.Context, method string) {
+	left := time.Duration(-1)
+	if dl, ok := ctx.Deadline(); ok {
+		left = time.Until(dl)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.left[method] = left
+}
+
+func (b *deadlineBackend) Create(ctx context.Context, name string, opts map[string]string) (api.Volume, error) {
+	b.note(ctx, "Create")
+	return api.Volume{Name: name}, nil
+}
+func (b *deadlineBackend) Remove(ctx context.Context, name string) error {
+	b.note(ctx, "Remove")
+	return nil
+}
+func (b *deadlineBackend) Get(ctx context.Context, name string) (api.Volume, error) {
+	b.note(ctx, "Get")
+	return api.Volume{Name: name}, nil
+}
+func (b *deadlineBackend) List(ctx context.Context) ([]api.Volume, error) {
+	b.note(ctx, "List")
+	return nil, nil
+}
+func (b *deadlineBackend) Mount(ctx context.Context, name, id string) (string, error) {
+	b.note(ctx, "Mount")
+	return "/m", nil
+}
+func (b *deadlineBackend) Unmount(ctx context.Context, name, id string) error {
+	b.note(ctx, "Unmount")
+	return nil
+}
+func (b *deadlineBackend) Path(ctx context.Context, name string) (string, error) {
+	b.note(ctx, "Path")
+	return "/m", nil
+}
+
+// TestDeadlinesBelowDockerd: every request reaches the backend with a
+// deadline below the one dockerd gives it, by default and as configured.
+func TestDeadlinesBelowDockerd(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		opts       Options
+		slow, rest time.Duration // at most
+	}{
+		{"defaults", Options{}, DockerSlowDeadline, DockerDeadline},
+		{"configured", Options{SlowTimeout: 5 * time.Second, Timeout: 3 * time.Second}, 5 * time.Second, 3 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &deadlineBackend{left: map[string]time.Duration{}}
+			d := New(b, tc.opts)
+			defer d.Close()
+			calls := []error{
+				d.Create(&dv.CreateRequest{Name: "v"}),
+				d.Remove(&dv.RemoveRequest{Name: "v"}),
+				d.Unmount(&dv.UnmountRequest{Name: "v", ID: "m"}),
+			}
+			_, err := d.Mount(&dv.MountRequest{Name: "v", ID: "m"})
+			calls = append(calls, err)
+			_, err = d.Get(&dv.GetRequest{Name: "v"})
+			calls = append(calls, err)
+			_, err = d.List()
+			calls = append(calls, err)
+			_, err = d.Path(&dv.PathRequest{Name: "v"})
+			calls = append(calls, err)
+			if err := errors.Join(calls...); err != nil {
+				t.Fatal(err)
+			}
+			for method, left := range b.left {
+				limit := tc.rest
+				if method == "Create" || method == "Mount" {
+					limit = tc.slow
+				}
+				docker := DockerDeadline
+				if method == "Create" || method == "Mount" {
+					docker = DockerSlowDeadline
+				}
+				if left <= 0 || left > limit || left >= docker {
+					t.Errorf("%s had %s before its deadline; want a deadline, at most %s and below dockerd's %s",
+						method, left, limit, docker)
+				}
+			}
+			if len(b.left) != 7 {
+				t.Errorf("the backend saw %d methods, want 7: %v", len(b.left), b.left)
+			}
+		})
+	}
 }

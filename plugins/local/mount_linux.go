@@ -280,8 +280,23 @@ func configureLoop(fd, backing int, name string) error {
 	return nil
 }
 
-// loopDevices returns the loop devices (e.g. "loop3") backed by image.
+// loopDevices returns the loop devices (e.g. "loop3") backed by image. It
+// matches the backing file by device and inode, as LOOP_GET_STATUS64 reports
+// them, not by path: the path the kernel shows is the one the image was
+// opened by, in the mount namespace of whoever attached it, and a provider
+// in a sidecar container, or restarted in a new one, reaches the same file
+// by another path. Only devices whose backing file has the image's base
+// name are opened to ask, so that a device of someone else's that hangs
+// (one backed by a stuck FUSE file, say) does not hang this. A missing
+// image has none.
 func loopDevices(image string) ([]string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(image, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, &os.PathError{Op: "stat", Path: image, Err: err}
+	}
 	files, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
 	if err != nil {
 		return nil, err
@@ -295,11 +310,41 @@ func loopDevices(image string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if strings.TrimSuffix(string(b), "\n") == image {
-			devs = append(devs, filepath.Base(filepath.Dir(filepath.Dir(f))))
+		backing := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
+		if filepath.Base(backing) != filepath.Base(image) {
+			continue
+		}
+		name := filepath.Base(filepath.Dir(filepath.Dir(f)))
+		dev, ino, err := loopBacking("/dev/" + name)
+		if err != nil {
+			return nil, err
+		}
+		if ino != 0 && dev == uint64(st.Dev) && ino == st.Ino {
+			devs = append(devs, name)
 		}
 	}
 	return devs, nil
+}
+
+// loopBacking returns the device and inode of the file backing the loop
+// device at path; 0, 0 when it has none or is gone.
+func loopBacking(path string) (dev, ino uint64, err error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV) {
+		return 0, 0, nil // removed meanwhile, or no device node for it
+	}
+	if err != nil {
+		return 0, 0, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	info, err := unix.IoctlLoopGetStatus64(fd)
+	if errors.Is(err, unix.ENXIO) {
+		return 0, 0, nil // not attached
+	}
+	if err != nil {
+		return 0, 0, &os.PathError{Op: "get loop status", Path: path, Err: err}
+	}
+	return info.Device, info.Inode, nil
 }
 
 // detachWait bounds how long Unstage waits for an autoclear loop device to

@@ -353,3 +353,46 @@ func TestUnknownVolume(t *testing.T) {
 		t.Errorf("Publish: %v; want ErrNotFound", err)
 	}
 }
+
+// TestLoopFoundThroughOtherPath: a provider that reaches its root by another
+// path than the one the image was attached through (as a sidecar does after
+// a restart, or with its own view of the host's paths) still knows the
+// image is attached, refuses to delete it, and waits for its loop device
+// to go when it unstages; no loop device is left.
+func TestLoopFoundThroughOtherPath(t *testing.T) {
+	needMount(t, fsExt4)
+	ctx := testContext(t)
+	p := mountedProvider(t)
+	v, err := p.Create(ctx, volume.CreateRequest{Name: "v", CapacityBytes: 8 * mib})
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	// The same root through a bind mount, by a second provider.
+	other := t.TempDir()
+	if err := unix.Mount(p.root, other, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind %s on %s: %v", p.root, other, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(other, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", other, err)
+		}
+	})
+	q := newProvider(t, other)
+	image := filepath.Join(p.dir(v.ID), imageFile)
+	staging, target := stage(t, p, v.ID, false)
+	devs, err := loopDevices(filepath.Join(q.dir(v.ID), imageFile))
+	if err != nil || len(devs) != 1 {
+		t.Fatalf("loop devices of the staged image through the other path = %v, %v; want one", devs, err)
+	}
+	if err := q.Delete(ctx, v.ID); !errors.Is(err, volume.ErrInUse) {
+		t.Fatalf("Delete of a staged volume through the other path: %v; want ErrInUse", err)
+	}
+	unstage(t, q, v.ID, staging, target)
+	// Unstage waited for the device to detach.
+	if devs, err := loopDevices(image); err != nil || len(devs) != 0 {
+		t.Fatalf("loop devices of the image after Unstage through the other path = %v, %v; want none", devs, err)
+	}
+	if err := q.Delete(ctx, v.ID); err != nil {
+		t.Fatalf("Delete after Unstage: %v", err)
+	}
+}

@@ -61,6 +61,9 @@ type Capabilities struct {
 	Stage bool `json:"stage"`
 	// Stats is set when Stats answers (CSI GET_VOLUME_STATS).
 	Stats bool `json:"stats"`
+	// Clone is set when Create accepts a Source naming a volume, copying
+	// it (CSI CLONE_VOLUME). A snapshot as Source needs a Snapshotter.
+	Clone bool `json:"clone,omitempty"`
 }
 
 // AccessMode says how a volume is used on a host.

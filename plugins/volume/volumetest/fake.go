@@ -2,6 +2,7 @@ package volumetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/stowage/stowage/plugins/volume"
 )
@@ -20,33 +22,48 @@ import (
 //
 // Fake also lets a test make the provider slow or broken: Hang blocks every
 // call until its context is done, Fail makes every call return the error.
+//
+// Fake has every optional ability of the contract: it lists volumes, takes
+// snapshots (kept in memory), creates volumes from a snapshot or another
+// volume (copying the data), expands volumes and keeps a write lock per
+// volume that SetLockHolder gives to another host. Basic returns the same
+// provider without these abilities.
 type Fake struct {
 	root string
 
 	mu      sync.Mutex // guards the fields below
-	vols    map[string]fakeVol
+	vols    map[string]*fakeVol
+	snaps   map[string]*fakeSnap
 	hang    bool
 	fail    error
 	calls   map[string]int
 	stageOn bool
+	now     func() time.Time
+	expands []volume.ExpandRequest
+	noClone bool
 }
 
 type fakeVol struct {
 	req       volume.CreateRequest
 	id        string
+	capacity  int64  // CapacityBytes until an Expand
+	holder    string // the host holding the write lock; "" for this one
 	staged    map[string]bool
 	published map[string]bool
 }
 
 var (
-	_ volume.Provider = (*Fake)(nil)
-	_ volume.Lister   = (*Fake)(nil)
+	_ volume.Provider    = (*Fake)(nil)
+	_ volume.Lister      = (*Fake)(nil)
+	_ volume.Snapshotter = (*Fake)(nil)
+	_ volume.Expander    = (*Fake)(nil)
+	_ volume.Unlocker    = (*Fake)(nil)
 )
 
 // NewFake returns a fake provider keeping its volumes under root. With
 // stage set it asks for Stage and Unstage like a block-device provider.
 func NewFake(root string, stage bool) *Fake {
-	return &Fake{root: root, vols: map[string]fakeVol{}, calls: map[string]int{}, stageOn: stage}
+	return &Fake{root: root, vols: map[string]*fakeVol{}, snaps: map[string]*fakeSnap{}, calls: map[string]int{}, stageOn: stage, now: time.Now}
 }
 
 // Hang makes every later call block until its context is done (on) or
@@ -99,7 +116,9 @@ func (f *Fake) Capabilities(ctx context.Context) (volume.Capabilities, error) {
 	if err := f.enter(ctx, "Capabilities"); err != nil {
 		return volume.Capabilities{}, err
 	}
-	return volume.Capabilities{Stage: f.stageOn, Stats: true}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return volume.Capabilities{Stage: f.stageOn, Stats: true, Clone: !f.noClone}, nil
 }
 
 // Probe implements volume.Provider.
@@ -122,21 +141,29 @@ func (f *Fake) Create(ctx context.Context, req volume.CreateRequest) (volume.Vol
 	defer f.mu.Unlock()
 	id := req.Name // a file name, as long as volume names may be
 	if v, ok := f.vols[id]; ok {
-		if v.req.CapacityBytes != req.CapacityBytes || !maps.Equal(v.req.Parameters, req.Parameters) {
+		if v.req.CapacityBytes != req.CapacityBytes || !maps.Equal(v.req.Parameters, req.Parameters) || !sameSource(v.req.Source, req.Source) {
 			return volume.Volume{}, fmt.Errorf("volume %q: %w with other options", req.Name, volume.ErrExists)
 		}
 		return f.volume(v), nil
 	}
-	if err := os.MkdirAll(filepath.Join(f.root, id), 0o755); err != nil {
+	content, err := f.sourceContent(req)
+	if err != nil {
 		return volume.Volume{}, err
 	}
-	v := fakeVol{req: req, id: id, staged: map[string]bool{}, published: map[string]bool{}}
+	dir := filepath.Join(f.root, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return volume.Volume{}, err
+	}
+	if err := content.write(dir); err != nil {
+		return volume.Volume{}, errors.Join(err, os.RemoveAll(dir))
+	}
+	v := &fakeVol{req: req, id: id, capacity: req.CapacityBytes, staged: map[string]bool{}, published: map[string]bool{}}
 	f.vols[id] = v
 	return f.volume(v), nil
 }
 
-func (f *Fake) volume(v fakeVol) volume.Volume {
-	return volume.Volume{ID: v.id, CapacityBytes: v.req.CapacityBytes, Context: map[string]string{"name": v.req.Name}}
+func (f *Fake) volume(v *fakeVol) volume.Volume {
+	return volume.Volume{ID: v.id, CapacityBytes: v.capacity, Context: map[string]string{"name": v.req.Name}}
 }
 
 // Delete implements volume.Provider.
@@ -168,6 +195,9 @@ func (f *Fake) Stage(ctx context.Context, req volume.StageRequest) error {
 	if !ok {
 		return fmt.Errorf("volume %s: %w", req.VolumeID, volume.ErrNotFound)
 	}
+	if err := v.checkLock(req.Access, false); err != nil {
+		return err
+	}
 	v.staged[req.StagingPath] = true
 	return nil
 }
@@ -196,6 +226,11 @@ func (f *Fake) Publish(ctx context.Context, req volume.PublishRequest) error {
 	v, ok := f.vols[req.VolumeID]
 	if !ok {
 		return fmt.Errorf("volume %s: %w", req.VolumeID, volume.ErrNotFound)
+	}
+	if !f.stageOn {
+		if err := v.checkLock(req.Access, req.ReadOnly); err != nil {
+			return err
+		}
 	}
 	if f.stageOn && !v.staged[req.StagingPath] {
 		return fmt.Errorf("%w: volume %s is not staged at %q", volume.ErrInvalid, req.VolumeID, req.StagingPath)
@@ -240,7 +275,7 @@ func (f *Fake) Stats(ctx context.Context, id, path string) (volume.Stats, error)
 	if !ok {
 		return volume.Stats{}, fmt.Errorf("volume %s: %w", id, volume.ErrNotFound)
 	}
-	c := v.req.CapacityBytes
+	c := v.capacity
 	if c == 0 {
 		c = 1 << 30
 	}

@@ -28,9 +28,16 @@ type Harness struct {
 	Invalid []map[string]string
 	// ReadOnlyEnforced is set when a read-only Publish must refuse writes.
 	ReadOnlyEnforced bool
+	// Lock, when set, makes another host take the write lock of the
+	// volume (for a volume.Unlocker) and returns how Unlock describes that
+	// host; the suite then checks that the lock keeps this host from
+	// writing until Unlock breaks it.
+	Lock func(t *testing.T, p volume.Provider, volumeID string) string
 }
 
-// Run runs the conformance suite against the provider h describes.
+// Run runs the conformance suite against the provider h describes,
+// including the checks of the optional abilities the provider has (see
+// runAbilities).
 func Run(t *testing.T, h Harness) {
 	t.Helper()
 	t.Run("Info", func(t *testing.T) {
@@ -169,6 +176,7 @@ func Run(t *testing.T, h Harness) {
 			t.Error("Create with a cancelled context succeeded")
 		}
 	})
+	runAbilities(t, h)
 }
 
 // mount stages (when needed) and publishes v under dir/name.

@@ -41,9 +41,12 @@ type ClientOptions struct {
 //
 // An endpoint that cannot be reached, or does not answer before the
 // context's deadline, is ErrUnavailable saying so; a done context is also
-// in the error chain. Client always implements volume.Lister; List returns
-// ErrNotSupported when the driver lacks the LIST_VOLUMES capability. It is
-// safe for concurrent use.
+// in the error chain. Client always implements volume.Lister,
+// volume.Snapshotter, volume.Expander and volume.Unlocker; each returns
+// ErrNotSupported, saying what the driver lacks, when the driver does not
+// advertise the ability (LIST_VOLUMES; CREATE_DELETE_SNAPSHOT and
+// LIST_SNAPSHOTS; EXPAND_VOLUME of the controller or the node; the lock
+// service). It is safe for concurrent use.
 type Client struct {
 	endpoint string
 	path     string
@@ -61,8 +64,11 @@ type Client struct {
 }
 
 var (
-	_ volume.Provider = (*Client)(nil)
-	_ volume.Lister   = (*Client)(nil)
+	_ volume.Provider    = (*Client)(nil)
+	_ volume.Lister      = (*Client)(nil)
+	_ volume.Snapshotter = (*Client)(nil)
+	_ volume.Expander    = (*Client)(nil)
+	_ volume.Unlocker    = (*Client)(nil)
 )
 
 // Dial returns a client of the CSI driver at endpoint ("unix:///abs/path"
@@ -150,7 +156,8 @@ func (c *Client) Info(ctx context.Context) (volume.Info, error) {
 }
 
 // Capabilities calls NodeGetCapabilities: STAGE_UNSTAGE_VOLUME is Stage,
-// GET_VOLUME_STATS is Stats.
+// GET_VOLUME_STATS is Stats; and ControllerGetCapabilities (once):
+// CLONE_VOLUME is Clone.
 func (c *Client) Capabilities(ctx context.Context) (volume.Capabilities, error) {
 	resp, err := c.node.NodeGetCapabilities(ctx, &csipb.NodeGetCapabilitiesRequest{})
 	if err != nil {
@@ -165,6 +172,11 @@ func (c *Client) Capabilities(ctx context.Context) (volume.Capabilities, error) 
 			caps.Stats = true
 		}
 	}
+	clone, err := c.controllerCap(ctx, csipb.ControllerServiceCapability_RPC_CLONE_VOLUME)
+	if err != nil {
+		return volume.Capabilities{}, err
+	}
+	caps.Clone = clone
 	return caps, nil
 }
 
@@ -205,8 +217,10 @@ func (c *Client) Probe(ctx context.Context) error {
 	return nil
 }
 
-// Create calls CreateVolume with a mount capability, SINGLE_NODE_WRITER, and
-// the capacity as required_bytes.
+// Create calls CreateVolume with a mount capability, SINGLE_NODE_WRITER, the
+// capacity as required_bytes and the source as volume_content_source. A
+// source the driver does not advertise (CREATE_DELETE_SNAPSHOT for a
+// snapshot, CLONE_VOLUME for a volume) is ErrNotSupported.
 func (c *Client) Create(ctx context.Context, req volume.CreateRequest) (volume.Volume, error) {
 	creq := &csipb.CreateVolumeRequest{
 		Name:               req.Name,
@@ -215,6 +229,13 @@ func (c *Client) Create(ctx context.Context, req volume.CreateRequest) (volume.V
 	}
 	if req.CapacityBytes > 0 {
 		creq.CapacityRange = &csipb.CapacityRange{RequiredBytes: req.CapacityBytes}
+	}
+	if req.Source != nil {
+		cs, err := c.contentSource(ctx, req.Source)
+		if err != nil {
+			return volume.Volume{}, err
+		}
+		creq.VolumeContentSource = cs
 	}
 	resp, err := c.ctl.CreateVolume(ctx, creq)
 	if err != nil {
@@ -402,29 +423,16 @@ func (c *Client) List(ctx context.Context) ([]volume.Volume, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: ListVolumes: the CSI driver at %s cannot list volumes", volume.ErrNotSupported, c.path)
 	}
-	vols := []volume.Volume{}
-	seen := map[string]bool{}
-	token := ""
-	for {
+	return allPages("ListVolumes", volumeID, func(token string) ([]volume.Volume, string, error) {
 		resp, err := c.ctl.ListVolumes(ctx, &csipb.ListVolumesRequest{StartingToken: token})
 		if err != nil {
-			return nil, c.fail(ctx, "ListVolumes", err)
+			return nil, "", c.fail(ctx, "ListVolumes", err)
 		}
+		vols := make([]volume.Volume, 0, len(resp.GetEntries()))
 		for _, e := range resp.GetEntries() {
 			v := e.GetVolume()
-			if v.GetVolumeId() == "" || seen[v.GetVolumeId()] {
-				continue
-			}
-			seen[v.GetVolumeId()] = true
 			vols = append(vols, volume.Volume{ID: v.GetVolumeId(), CapacityBytes: v.GetCapacityBytes(), Context: v.GetVolumeContext()})
 		}
-		next := resp.GetNextToken()
-		if next == "" {
-			return vols, nil
-		}
-		if next == token {
-			return nil, fmt.Errorf("%w: ListVolumes: the driver returned the same next_token %q twice", volume.ErrUnavailable, next)
-		}
-		token = next
-	}
+		return vols, resp.GetNextToken(), nil
+	})
 }

@@ -19,8 +19,33 @@
 // refused. capacity_range.required_bytes becomes the request's capacity; a
 // volume larger than limit_bytes is refused with OUT_OF_RANGE. The mount's
 // fs_type and mount_flags are ignored: a provider chooses its file system
-// from its parameters. Secrets are ignored and never logged. Snapshots,
-// clones, expansion and ControllerPublishVolume are not implemented.
+// from its parameters. Secrets are ignored and never logged.
+// ControllerPublishVolume is not implemented.
+//
+// Optional abilities are advertised exactly when the provider has them.
+// A volume.Snapshotter gives CREATE_DELETE_SNAPSHOT and LIST_SNAPSHOTS
+// (with max_entries, starting_token and the snapshot_id and
+// source_volume_id filters), Capabilities.Clone gives CLONE_VOLUME:
+// CreateVolume's volume_content_source becomes CreateRequest.Source and is
+// echoed as the volume's content_source; a source the provider cannot fill
+// from is INVALID_ARGUMENT. A volume.Expander gives the controller's and the
+// node's EXPAND_VOLUME and the plugin capability of ONLINE expansion:
+// ControllerExpandVolume calls Expand without paths and answers
+// node_expansion_required, NodeExpandVolume calls it with volume_path as
+// the target path and staging_target_path (without capacity_range, the
+// capacity the provider lists for the volume).
+//
+// A volume.Unlocker is served by one more service on the same endpoint,
+// since CSI has no call to break a write lock. It is described by hand
+// with well-known protobuf messages, so a client needs no generated code:
+//
+//	service stowage.csi.v1.Lock {
+//	  rpc Unlock(google.protobuf.StringValue)  // the volume ID
+//	      returns (google.protobuf.StringValue); // the holder broken, or ""
+//	}
+//
+// Its errors are mapped like those of the CSI calls; a driver without it
+// answers UNIMPLEMENTED.
 //
 // Node: NodeStageVolume and NodeUnstageVolume (when the provider stages),
 // NodePublishVolume, NodeUnpublishVolume, NodeGetVolumeStats (when the
@@ -38,7 +63,12 @@
 // Client calls GetPluginInfo, NodeGetCapabilities, Probe, CreateVolume (mount
 // access, SINGLE_NODE_WRITER, required_bytes), DeleteVolume, NodeStageVolume,
 // NodeUnstageVolume, NodePublishVolume, NodeUnpublishVolume,
-// NodeGetVolumeStats and ListVolumes. When the driver has the controller
+// NodeGetVolumeStats and ListVolumes; CreateSnapshot, DeleteSnapshot,
+// ListSnapshots (every page), ControllerExpandVolume and NodeExpandVolume
+// (when the volume is in use on this host and the controller asks for
+// node expansion), and the lock service's Unlock, each when the driver
+// advertises it (ErrNotSupported naming what is missing otherwise). When
+// the driver has the controller
 // capability PUBLISH_UNPUBLISH_VOLUME, the client calls
 // ControllerPublishVolume for its node before NodeStageVolume (or
 // NodePublishVolume when the driver does not stage) and passes the publish

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,19 +68,45 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 }
 
 // TestSymmetry runs the conformance suite against a Client of a Server of
-// the fake provider: what passes in process passes over CSI.
+// the fake provider: what passes in process passes over CSI, with and
+// without the optional abilities.
 func TestSymmetry(t *testing.T) {
 	for _, stage := range []bool{false, true} {
-		name := map[bool]string{false: "publish-only", true: "staged"}[stage]
-		t.Run(name, func(t *testing.T) {
-			volumetest.Run(t, volumetest.Harness{
-				New: func(t *testing.T) volume.Provider {
-					return dial(t, serve(t, volumetest.NewFake(t.TempDir(), stage), ServerOptions{NodeID: "node-1"}))
-				},
-				Parameters:    [2]map[string]string{{"label": "a"}, {"label": "b"}},
-				CapacityBytes: 1 << 20,
+		for _, variant := range []string{"", "-basic", "-snapshots-only"} {
+			name := map[bool]string{false: "publish-only", true: "staged"}[stage] + variant
+			t.Run(name, func(t *testing.T) {
+				var mu sync.Mutex
+				fakes := map[volume.Provider]*volumetest.Fake{}
+				volumetest.Run(t, volumetest.Harness{
+					New: func(t *testing.T) volume.Provider {
+						f := volumetest.NewFake(t.TempDir(), stage)
+						var p volume.Provider = f
+						switch variant {
+						case "-basic":
+							p = f.Basic()
+						case "-snapshots-only":
+							f.CopyVolumes(false)
+						}
+						c := dial(t, serve(t, p, ServerOptions{NodeID: "node-1"}))
+						mu.Lock()
+						fakes[c] = f
+						mu.Unlock()
+						return c
+					},
+					Parameters:    [2]map[string]string{{"label": "a"}, {"label": "b"}},
+					CapacityBytes: 1 << 20,
+					Lock: func(t *testing.T, p volume.Provider, volumeID string) string {
+						mu.Lock()
+						f := fakes[p]
+						mu.Unlock()
+						if err := f.SetLockHolder(volumeID, "host-b"); err != nil {
+							t.Fatal(err)
+						}
+						return "host-b"
+					},
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -46,8 +46,17 @@ func localProvider(t *testing.T, root string) volume.Provider {
 }
 
 var sanityCases = []sanityCase{
-	{name: "fake-publish-only", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider { return volumetest.NewFake(root, false) }},
-	{name: "fake-staged", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider { return volumetest.NewFake(root, true) }},
+	{name: "fake-publish-only", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider { return volumetest.NewFake(root, false).Basic() }},
+	{name: "fake-staged", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider { return volumetest.NewFake(root, true).Basic() }},
+	// With snapshots, clones and online expansion.
+	{name: "fake-abilities-publish-only", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider { return volumetest.NewFake(root, false) }},
+	{name: "fake-abilities-staged", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider { return volumetest.NewFake(root, true) }},
+	// Snapshots without copies of volumes, as rbd.
+	{name: "fake-snapshots-only", size: 1 << 20, new: func(t *testing.T, root string) volume.Provider {
+		f := volumetest.NewFake(root, true)
+		f.CopyVolumes(false)
+		return f
+	}},
 	// type=dir: the local provider refuses a size for a directory.
 	{name: "local-dir", needs: []string{"root"}, size: 0, new: localProvider},
 	// With a size the local provider makes type=fs, ext4 by default.

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
-	"sort"
 	"strings"
 	"time"
 
@@ -62,11 +61,15 @@ func NewServer(p volume.Provider, opts ServerOptions) *Server {
 	return &Server{p: p, opts: opts, log: log}
 }
 
-// Register registers the Identity, Controller and Node services on g.
+// Register registers the Identity, Controller and Node services on g, and
+// the lock service when the provider is a volume.Unlocker.
 func (s *Server) Register(g *grpc.Server) {
 	csipb.RegisterIdentityServer(g, identity{s: s})
 	csipb.RegisterControllerServer(g, controller{s: s})
 	csipb.RegisterNodeServer(g, node{s: s})
+	if u, ok := s.p.(volume.Unlocker); ok {
+		g.RegisterService(&lockServiceDesc, lockServer{u: u})
+	}
 }
 
 // Serve serves the CSI services on l with its own gRPC server until ctx is
@@ -180,11 +183,19 @@ func (i identity) GetPluginInfo(ctx context.Context, _ *csipb.GetPluginInfoReque
 }
 
 func (i identity) GetPluginCapabilities(context.Context, *csipb.GetPluginCapabilitiesRequest) (*csipb.GetPluginCapabilitiesResponse, error) {
-	return &csipb.GetPluginCapabilitiesResponse{Capabilities: []*csipb.PluginCapability{{
+	resp := &csipb.GetPluginCapabilitiesResponse{Capabilities: []*csipb.PluginCapability{{
 		Type: &csipb.PluginCapability_Service_{Service: &csipb.PluginCapability_Service{
 			Type: csipb.PluginCapability_Service_CONTROLLER_SERVICE,
 		}},
-	}}}, nil
+	}}}
+	if _, ok := i.s.p.(volume.Expander); ok {
+		resp.Capabilities = append(resp.Capabilities, &csipb.PluginCapability{
+			Type: &csipb.PluginCapability_VolumeExpansion_{VolumeExpansion: &csipb.PluginCapability_VolumeExpansion{
+				Type: csipb.PluginCapability_VolumeExpansion_ONLINE,
+			}},
+		})
+	}
+	return resp, nil
 }
 
 // Probe reports ready when the provider's Probe succeeds. An unhealthy
@@ -212,8 +223,9 @@ func (c controller) CreateVolume(ctx context.Context, req *csipb.CreateVolumeReq
 			return nil, invalid("CreateVolume: %s", msg)
 		}
 	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, invalid("CreateVolume: volume_content_source is not supported: the driver cannot create volumes from snapshots or other volumes")
+	src, err := c.source(ctx, req.GetVolumeContentSource())
+	if err != nil {
+		return nil, err
 	}
 	if len(req.GetMutableParameters()) > 0 {
 		return nil, invalid("CreateVolume: mutable_parameters are not supported")
@@ -225,14 +237,16 @@ func (c controller) CreateVolume(ctx context.Context, req *csipb.CreateVolumeReq
 	case limit > 0 && want > limit:
 		return nil, status.Errorf(codes.OutOfRange, "CreateVolume: required_bytes %d exceeds limit_bytes %d", want, limit)
 	}
-	v, err := c.s.p.Create(ctx, volume.CreateRequest{Name: req.GetName(), CapacityBytes: want, Parameters: req.GetParameters()})
+	v, err := c.s.p.Create(ctx, volume.CreateRequest{Name: req.GetName(), CapacityBytes: want, Parameters: req.GetParameters(), Source: src})
 	if err != nil {
 		return nil, err
 	}
 	if limit > 0 && v.CapacityBytes > limit {
 		return nil, status.Errorf(codes.OutOfRange, "CreateVolume: volume %q has %d bytes, more than limit_bytes %d", v.ID, v.CapacityBytes, limit)
 	}
-	return &csipb.CreateVolumeResponse{Volume: csiVolume(v)}, nil
+	cv := csiVolume(v)
+	cv.ContentSource = req.GetVolumeContentSource()
+	return &csipb.CreateVolumeResponse{Volume: cv}, nil
 }
 
 func csiVolume(v volume.Volume) *csipb.Volume {
@@ -277,6 +291,8 @@ func (c controller) ValidateVolumeCapabilities(ctx context.Context, req *csipb.V
 	}}, nil
 }
 
+func volumeID(v volume.Volume) string { return v.ID }
+
 func hasVolume(vols []volume.Volume, id string) bool {
 	for _, v := range vols {
 		if v.ID == id {
@@ -312,38 +328,31 @@ func (c controller) ListVolumes(ctx context.Context, req *csipb.ListVolumesReque
 	if !ok {
 		return nil, status.Error(codes.Unimplemented, "ListVolumes: the provider cannot list its volumes")
 	}
-	if req.GetMaxEntries() < 0 {
-		return nil, invalid("ListVolumes: max_entries must not be negative")
-	}
-	var after string
-	if tok := req.GetStartingToken(); tok != "" {
-		if after, ok = decodeToken(tok); !ok {
-			return nil, status.Errorf(codes.Aborted, "ListVolumes: starting_token %q is not valid; start again without one", tok)
-		}
-	}
 	vols, err := l.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list volumes: %w", err)
 	}
-	sort.Slice(vols, func(i, j int) bool { return vols[i].ID < vols[j].ID })
-	first := sort.Search(len(vols), func(i int) bool { return vols[i].ID > after })
-	vols = vols[first:]
-	resp := &csipb.ListVolumesResponse{}
-	if n := int(req.GetMaxEntries()); n > 0 && len(vols) > n {
-		vols = vols[:n]
-		resp.NextToken = encodeToken(vols[n-1].ID)
+	vols, next, err := page("ListVolumes", vols, volumeID, req.GetMaxEntries(), req.GetStartingToken())
+	if err != nil {
+		return nil, err
 	}
+	resp := &csipb.ListVolumesResponse{NextToken: next}
 	for _, v := range vols {
 		resp.Entries = append(resp.Entries, &csipb.ListVolumesResponse_Entry{Volume: csiVolume(v)})
 	}
 	return resp, nil
 }
 
-func (c controller) ControllerGetCapabilities(context.Context, *csipb.ControllerGetCapabilitiesRequest) (*csipb.ControllerGetCapabilitiesResponse, error) {
+func (c controller) ControllerGetCapabilities(ctx context.Context, _ *csipb.ControllerGetCapabilitiesRequest) (*csipb.ControllerGetCapabilitiesResponse, error) {
+	caps, err := c.s.caps(ctx)
+	if err != nil {
+		return nil, err
+	}
 	types := []csipb.ControllerServiceCapability_RPC_Type{csipb.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME}
 	if _, ok := c.s.p.(volume.Lister); ok {
 		types = append(types, csipb.ControllerServiceCapability_RPC_LIST_VOLUMES)
 	}
+	types = append(types, controllerAbilities(c.s.p, caps)...)
 	resp := &csipb.ControllerGetCapabilitiesResponse{}
 	for _, t := range types {
 		resp.Capabilities = append(resp.Capabilities, &csipb.ControllerServiceCapability{
@@ -526,6 +535,9 @@ func (n node) NodeGetCapabilities(ctx context.Context, _ *csipb.NodeGetCapabilit
 	}
 	if caps.Stats {
 		types = append(types, csipb.NodeServiceCapability_RPC_GET_VOLUME_STATS)
+	}
+	if _, ok := n.s.p.(volume.Expander); ok {
+		types = append(types, csipb.NodeServiceCapability_RPC_EXPAND_VOLUME)
 	}
 	resp := &csipb.NodeGetCapabilitiesResponse{Capabilities: []*csipb.NodeServiceCapability{}}
 	for _, t := range types {

@@ -37,6 +37,9 @@ type Volume struct {
 	Mounts int `json:"mounts"`
 	// MountIDs counts mounts per mount ID; a mount ID may hold several.
 	MountIDs map[string]int `json:"mount_ids,omitempty"`
+	// MigratedTo is where `stow migrate` moved the volume (a URL without
+	// secrets); such a volume mounts read-only until it is removed.
+	MigratedTo string `json:"migrated_to,omitempty"`
 }
 
 // Provider is a storage provider volumed supervises.

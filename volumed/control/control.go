@@ -4,7 +4,15 @@
 //	GET    /v1/volumes          []api.Volume
 //	GET    /v1/volumes/{name}   api.Volume
 //	POST   /v1/volumes          api.CreateRequest -> 201 api.Volume
-//	DELETE /v1/volumes/{name}   204
+//	DELETE /v1/volumes/{name}   204; with ?snapshots=true after the
+//	                            volume's snapshots (refused otherwise)
+//	POST   /v1/volumes/{name}/resize      api.ResizeRequest -> api.Volume
+//	POST   /v1/volumes/{name}/unlock      api.UnlockRequest -> api.UnlockResult
+//	POST   /v1/volumes/{name}/migrated    api.MigratedRequest -> api.Volume
+//	GET    /v1/volumes/{name}/snapshots   []api.Snapshot
+//	POST   /v1/volumes/{name}/snapshots   api.SnapshotRequest -> 201 api.Snapshot
+//	DELETE /v1/volumes/{name}/snapshots/{snapshot}   204
+//	GET    /v1/snapshots        []api.Snapshot of every volume
 //	GET    /v1/providers        []api.Provider
 //	GET    /v1/status           api.Status
 //
@@ -51,6 +59,20 @@ type Backend interface {
 	List(ctx context.Context) ([]api.Volume, error)
 	// Providers returns the supervised providers and their state.
 	Providers(ctx context.Context) []api.Provider
+
+	// RemoveWithSnapshots removes a volume after its snapshots.
+	RemoveWithSnapshots(ctx context.Context, name string) error
+	// Snapshot takes a snapshot of a volume, or returns the existing one.
+	Snapshot(ctx context.Context, name, snap string) (api.Snapshot, error)
+	// Snapshots lists the snapshots of a volume, or of all when name is "".
+	Snapshots(ctx context.Context, name string) ([]api.Snapshot, error)
+	// RemoveSnapshot removes a snapshot; ErrNotFound if absent.
+	RemoveSnapshot(ctx context.Context, name, snap string) error
+	// Resize grows a volume to size bytes; ErrInvalid for less.
+	Resize(ctx context.Context, name string, size int64) (api.Volume, error)
+	// Unlock breaks the write lock another host holds on a volume; it
+	// refuses with ErrInvalid without force.
+	Unlock(ctx context.Context, name string, force bool) (string, error)
 }
 
 // Info holds the daemon's static facts reported by GET /v1/status.
@@ -78,6 +100,13 @@ func New(b Backend, info Info, log *slog.Logger) http.Handler {
 	mux.Handle("GET /v1/volumes/{name}", h.op("get", opTimeout, h.get))
 	mux.Handle("POST /v1/volumes", h.op("create", createTimeout, h.create))
 	mux.Handle("DELETE /v1/volumes/{name}", h.op("remove", opTimeout, h.remove))
+	mux.Handle("POST /v1/volumes/{name}/resize", h.op("resize", createTimeout, h.resize))
+	mux.Handle("POST /v1/volumes/{name}/unlock", h.op("unlock", opTimeout, h.unlock))
+	mux.Handle("GET /v1/volumes/{name}/snapshots", h.op("snapshots", opTimeout, h.snapshots))
+	mux.Handle("POST /v1/volumes/{name}/snapshots", h.op("snapshot", createTimeout, h.snapshot))
+	mux.Handle("DELETE /v1/volumes/{name}/snapshots/{snapshot}", h.op("remove-snapshot", opTimeout, h.removeSnapshot))
+	mux.Handle("GET /v1/snapshots", h.op("snapshots", opTimeout, h.snapshots))
+	mux.Handle("POST /v1/volumes/{name}/migrated", h.op("migrated", opTimeout, h.migrated))
 	mux.Handle("GET /v1/providers", h.op("providers", opTimeout, h.providers))
 	mux.Handle("GET /v1/status", h.op("status", opTimeout, h.status))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -160,7 +189,15 @@ func (h *handler) create(ctx context.Context, r *http.Request) (any, int, error)
 }
 
 func (h *handler) remove(ctx context.Context, r *http.Request) (any, int, error) {
-	if err := h.b.Remove(ctx, r.PathValue("name")); err != nil {
+	withSnapshots, err := boolQuery(r, "snapshots")
+	if err != nil {
+		return nil, 0, err
+	}
+	remove := h.b.Remove
+	if withSnapshots {
+		remove = h.b.RemoveWithSnapshots
+	}
+	if err := remove(ctx, r.PathValue("name")); err != nil {
 		return nil, 0, err
 	}
 	return nil, http.StatusNoContent, nil

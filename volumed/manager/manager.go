@@ -35,6 +35,9 @@ import (
 const (
 	OptProvider = "provider"
 	OptSize     = "size"
+	// OptFrom makes a volume a copy of VOLUME or of the snapshot
+	// VOLUME@SNAPSHOT (see snapshot.go).
+	OptFrom = "from"
 )
 
 // Options configure a Manager.
@@ -284,6 +287,8 @@ func (m *Manager) parseOptions(opts map[string]string) (*provider, int64, map[st
 	pname := m.defaultProvider
 	if v, ok := opts[OptProvider]; ok {
 		pname = v
+	} else if v := m.fromProvider(opts[OptFrom]); v != "" {
+		pname = v
 	}
 	p, ok := m.providers[pname]
 	if !ok {
@@ -300,7 +305,7 @@ func (m *Manager) parseOptions(opts map[string]string) (*provider, int64, map[st
 	}
 	params := map[string]string{}
 	for k, v := range opts {
-		if k != OptProvider && k != OptSize {
+		if k != OptProvider && k != OptSize && k != OptFrom {
 			params[k] = v
 		}
 	}
@@ -327,6 +332,10 @@ func (m *Manager) Create(ctx context.Context, name string, opts map[string]strin
 	}
 	p, capacity, params, err := m.parseOptions(opts)
 	if err != nil {
+		return api.Volume{}, fmt.Errorf("create volume %q: %w", name, err)
+	}
+	req := volume.CreateRequest{Name: name, CapacityBytes: capacity, Parameters: params}
+	if err := m.fillSource(ctx, name, p, opts[OptFrom], &req); err != nil {
 		return api.Volume{}, fmt.Errorf("create volume %q: %w", name, err)
 	}
 	unlock, err := m.lock(ctx, name)
@@ -366,7 +375,7 @@ func (m *Manager) Create(ctx context.Context, name string, opts map[string]strin
 	var v volume.Volume
 	err = call(ctx, p, "create", func(ctx context.Context) error {
 		var err error
-		v, err = p.p.Create(ctx, volume.CreateRequest{Name: name, CapacityBytes: capacity, Parameters: params})
+		v, err = p.p.Create(ctx, req)
 		return err
 	})
 	if err != nil {
@@ -407,7 +416,8 @@ func formatOptions(opts map[string]string) string {
 }
 
 // Remove deletes the named volume and its data. It returns ErrInUse while
-// the volume is mounted and ErrNotFound for an unknown name.
+// the volume is mounted or has snapshots (see RemoveWithSnapshots) and
+// ErrNotFound for an unknown name.
 func (m *Manager) Remove(ctx context.Context, name string) error {
 	rec, unlock, err := m.lockRecord(ctx, "remove volume", name)
 	if err != nil {
@@ -416,6 +426,9 @@ func (m *Manager) Remove(ctx context.Context, name string) error {
 	defer unlock()
 	if n := rec.MountCount(); n > 0 {
 		return fmt.Errorf("remove volume %q: %w by %d %s", name, volume.ErrInUse, n, plural(n, "mount", "mounts"))
+	}
+	if err := m.checkNoSnapshots(name); err != nil {
+		return fmt.Errorf("remove volume %q: %w", name, err)
 	}
 	p, ok := m.providers[rec.Provider]
 	if !ok {
@@ -529,7 +542,7 @@ func (m *Manager) publish(ctx context.Context, p *provider, rec *store.Record) e
 		return fmt.Errorf("create mount point: %w", err)
 	}
 	err = call(ctx, p, "publish", func(ctx context.Context) error {
-		return p.p.Publish(ctx, volume.PublishRequest{VolumeID: rec.ID, StagingPath: staging, TargetPath: target, Context: rec.Context})
+		return p.p.Publish(ctx, volume.PublishRequest{VolumeID: rec.ID, StagingPath: staging, TargetPath: target, Context: rec.Context, ReadOnly: rec.MigratedTo != ""})
 	})
 	if err != nil {
 		return err
@@ -640,6 +653,7 @@ func (m *Manager) apiVolume(r store.Record) api.Volume {
 		CreatedAt:     r.CreatedAt,
 		Mounts:        r.MountCount(),
 		MountIDs:      maps.Clone(r.Mounts),
+		MigratedTo:    r.MigratedTo,
 	}
 	if r.Published {
 		v.Mountpoint = m.Mountpoint(r.Name)

@@ -16,13 +16,19 @@ var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 // ValidateName returns an ErrInvalid error unless name follows Docker's
 // rule for volume names.
 func ValidateName(name string) error {
+	return checkName("volume", name)
+}
+
+// checkName returns an ErrInvalid error, calling the name what, unless name
+// follows Docker's rule for volume names.
+func checkName(what, name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: volume name is empty (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid)
+		return fmt.Errorf("%w: %s name is empty (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, what)
 	case len(name) > MaxNameLength:
-		return fmt.Errorf("%w: volume name is %d characters long (at most %d)", volume.ErrInvalid, len(name), MaxNameLength)
+		return fmt.Errorf("%w: %s name is %d characters long (at most %d)", volume.ErrInvalid, what, len(name), MaxNameLength)
 	case !nameRE.MatchString(name):
-		return fmt.Errorf("%w: volume name %q has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, name)
+		return fmt.Errorf("%w: %s name %q has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, what, name)
 	}
 	return nil
 }

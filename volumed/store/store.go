@@ -41,6 +41,9 @@ type Record struct {
 	// Staged and Published say what the provider did on this host.
 	Staged    bool `json:"staged,omitempty"`
 	Published bool `json:"published,omitempty"`
+	// MigratedTo names where the volume was migrated to; the volume then
+	// mounts read-only until it is removed.
+	MigratedTo string `json:"migrated_to,omitempty"`
 }
 
 // MountCount returns the number of mounts over all mount IDs.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,10 @@ import (
 	"github.com/stowage/stowage/volumed/manager"
 	"github.com/stowage/stowage/volumed/store"
 )
+
+// BasicSuffix ends the name of a provider that New makes without optional
+// abilities.
+const BasicSuffix = ":basic"
 
 // Env is volumed's core as a test runs it: a manager with fake providers.
 type Env struct {
@@ -34,6 +39,9 @@ type Env struct {
 
 // New returns an Env whose manager has a fake provider for each name, or
 // just "local" when none is given; the first name is the default provider.
+// A fake has every optional ability (snapshots, copies, resize, unlock)
+// unless its name ends in BasicSuffix, which is dropped: "local:basic" is a
+// provider "local" without them.
 // The manager is reconciled and its providers probed once, so they report
 // up. Everything lives under t.TempDir and is closed at the end of the test.
 func New(t testing.TB, providers ...string) *Env {
@@ -49,9 +57,15 @@ func New(t testing.TB, providers ...string) *Env {
 	t.Cleanup(func() { s.Close() })
 	e := &Env{Fakes: map[string]*volumetest.Fake{}}
 	ps := map[string]volume.Provider{}
-	for _, name := range providers {
+	providers = slices.Clone(providers)
+	for i, name := range providers {
+		name, basic := strings.CutSuffix(name, BasicSuffix)
+		providers[i] = name
 		f := volumetest.NewFake(filepath.Join(root, "provider", name), false)
 		e.Fakes[name], ps[name] = f, f
+		if basic {
+			ps[name] = f.Basic()
+		}
 	}
 	e.Provider = e.Fakes[providers[0]]
 	e.Manager, err = manager.New(manager.Options{

@@ -14,21 +14,28 @@ import (
 
 func (a *app) volumeCommand() *cobra.Command {
 	return group("volume", "Manage volumes",
-		a.volumeCreateCommand(), a.volumeListCommand(), a.volumeInspectCommand(), a.volumeRemoveCommand())
+		a.volumeCreateCommand(), a.volumeListCommand(), a.volumeInspectCommand(), a.volumeRemoveCommand(),
+		a.volumeSnapshotCommand(), a.volumeSnapshotsCommand(), a.volumeResizeCommand(), a.volumeUnlockCommand())
 }
 
 func (a *app) volumeCreateCommand() *cobra.Command {
-	var provider string
+	var provider, from string
 	var opts []string
 	cmd := &cobra.Command{
-		Use:   "create [-p PROVIDER] [-o KEY=VALUE]... NAME",
+		Use:   "create [-p PROVIDER] [--from VOLUME[@SNAPSHOT]] [-o KEY=VALUE]... NAME",
 		Short: "Create a volume",
 		Long: `Create a volume and print its name.
 
 Options are those of 'docker volume create -d stowage': size=SIZE (e.g.
 64MiB, 1G) and the provider's own parameters, for the local provider
-type=dir|fs and fs=ext4|xfs.`,
-		Example:               "  stow volume create -o size=64MiB data",
+type=dir|fs and fs=ext4|xfs.
+
+--from VOLUME@SNAPSHOT fills the new volume from a snapshot, --from VOLUME
+copies a volume (the option from=... of docker volume create). The copy is
+made by the source's provider and gets its size and parameters unless
+others are given; the provider must be able to take snapshots.`,
+		Example: `  stow volume create -o size=64MiB data
+  stow volume create --from pg@before-upgrade pg-copy`,
 		Args:                  cobra.ExactArgs(1),
 		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -41,6 +48,12 @@ type=dir|fs and fs=ext4|xfs.`,
 					return fmt.Errorf("provider given twice: -p %s and -o provider=%s", provider, p)
 				}
 				o["provider"] = provider
+			}
+			if from != "" {
+				if f, ok := o["from"]; ok && f != from {
+					return fmt.Errorf("source given twice: --from %s and -o from=%s", from, f)
+				}
+				o["from"] = from
 			}
 			c, err := a.client()
 			if err != nil {
@@ -59,6 +72,7 @@ type=dir|fs and fs=ext4|xfs.`,
 	}
 	cmd.Flags().StringVarP(&provider, "provider", "p", "", "`NAME` of the volume's provider (default local)")
 	cmd.Flags().StringArrayVarP(&opts, "opt", "o", nil, "volume option `KEY=VALUE`, repeatable")
+	cmd.Flags().StringVar(&from, "from", "", "make the volume from the snapshot `VOLUME@SNAPSHOT`, or copy VOLUME")
 	return cmd
 }
 
@@ -150,21 +164,31 @@ status is then 1.`,
 }
 
 func (a *app) volumeRemoveCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "rm NAME...",
+	var snapshots bool
+	cmd := &cobra.Command{
+		Use:     "rm [--snapshots] NAME...",
 		Aliases: []string{"remove"},
 		Short:   "Remove volumes and their data",
 		Long: `Remove volumes and their data, printing the name of each one removed.
 
-A volume in use cannot be removed. Failures are reported on standard error;
-the others are still removed, and the exit status is then 1.`,
-		Args: cobra.MinimumNArgs(1),
+A volume in use cannot be removed, nor one that has snapshots unless
+--snapshots is given, which removes its snapshots first. Failures are
+reported on standard error; the others are still removed, and the exit
+status is then 1.`,
+		Args:                  cobra.MinimumNArgs(1),
+		DisableFlagsInUseLine: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.client()
 			if err != nil {
 				return err
 			}
-			return a.each(args, func(name string) error { return c.RemoveVolume(cmd.Context(), name) })
+			remove := c.RemoveVolume
+			if snapshots {
+				remove = c.RemoveVolumeWithSnapshots
+			}
+			return a.each(args, func(name string) error { return remove(cmd.Context(), name) })
 		},
 	}
+	cmd.Flags().BoolVar(&snapshots, "snapshots", false, "remove the volumes' snapshots too")
+	return cmd
 }

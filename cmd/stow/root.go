@@ -81,7 +81,7 @@ container command's exit code.`,
 	f.StringVar(&a.format, "format", "table", "output `FORMAT`: table or json")
 	f.StringVar(&a.runtimeDir, "root", "", "runtime root `DIR` (env STOW_ROOT, default "+defaultRuntimeRoot+")")
 	root.AddCommand(a.imageCommand(), a.imagesCommand())
-	root.AddCommand(a.volumeCommand(), a.providerCommand(), a.statusCommand(), a.versionCommand())
+	root.AddCommand(a.volumeCommand(), a.providerCommand(), a.statusCommand(), a.versionCommand(), a.migrateCommand())
 	a.addContainerCommands(root)
 	return root
 }

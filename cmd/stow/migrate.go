@@ -1,0 +1,273 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stowage/stowage/migrate"
+	"github.com/stowage/stowage/migrate/agent"
+	"github.com/stowage/stowage/migrate/remote"
+	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/volumed/client"
+)
+
+// defaultMigrateState is where stow keeps the journals of migrations.
+const defaultMigrateState = "/var/lib/stowage/migrate"
+
+// migrateFlags are the flags of `stow migrate`.
+type migrateFlags struct {
+	provider   string
+	opts       []string
+	bwlimit    string
+	dryRun     bool
+	resume     bool
+	force      bool
+	live       bool
+	acceptNew  bool
+	identity   string
+	knownHosts string
+	remoteStow string
+	remoteHost string
+	stateDir   string
+	keepAlive  time.Duration
+	interval   time.Duration
+}
+
+func (a *app) migrateCommand() *cobra.Command {
+	f := &migrateFlags{}
+	cmd := &cobra.Command{
+		Use:   "migrate [flags] VOLUME ssh://[user@]host[:port][/?volume=NAME]",
+		Short: "Move a volume to another host",
+		Long: `Move a volume, with its data and metadata, to another host that runs volumed
+and has stow installed.
+
+One SSH connection carries everything: the target's volumed API (to create
+the target volume, with the source's provider and options unless --provider
+or -o say otherwise), file content over SFTP, and 'stow migrate agent' on
+the target, which applies owners, modes, nanosecond mtimes, xattrs, POSIX
+ACLs, hard links, holes, device nodes and fifos. The host key must be in
+~/.ssh/known_hosts (or --known-hosts); --accept-new-host-key adds an unknown
+one. Keys come from ~/.ssh (id_ed25519, id_ecdsa, id_rsa), --identity, or the
+agent at SSH_AUTH_SOCK.
+
+Copying runs in rounds while the volume may still be in use, each sending
+only what changed; the final pass refuses while the volume is mounted.
+Then both sides' manifests (content hashes and metadata) must match, the
+target volume becomes ready, and the source volume is marked migrated: it
+mounts read-only from then on, until 'stow volume rm'. An interrupted
+migration continues when run again (--resume insists that one exists);
+what arrived intact is not sent again.
+
+Progress goes to standard output as lines, or JSON lines with --format json.`,
+		Example:               "  stow migrate db ssh://root@hostb\n  stow migrate db 'ssh://hostb:2222/?volume=db2' --bwlimit 50MiB",
+		Args:                  cobra.ExactArgs(2),
+		DisableFlagsInUseLine: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.migrate(cmd, f, args[0], args[1])
+		},
+	}
+	fl := cmd.PersistentFlags()
+	fl.StringVarP(&f.provider, "provider", "p", "", "provider `NAME` of the target volume (default the source's)")
+	fl.StringArrayVarP(&f.opts, "opt", "o", nil, "target volume option `KEY=VALUE`, repeatable")
+	fl.StringVar(&f.bwlimit, "bwlimit", "", "limit file content to `RATE` bytes per second, e.g. 50MiB")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "connect and report what would be done; change nothing")
+	fl.BoolVar(&f.resume, "resume", false, "continue an interrupted migration; fail if there is none")
+	fl.BoolVar(&f.force, "force", false, "copy into a target volume that exists already, replacing its content")
+	fl.BoolVar(&f.live, "live", false, "freeze the volume's containers for the final pass (not supported yet)")
+	fl.BoolVar(&f.acceptNew, "accept-new-host-key", false, "add the host key of an unknown host to known_hosts")
+	fl.StringVar(&f.identity, "identity", "", "private key `FILE` (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)")
+	fl.StringVar(&f.knownHosts, "known-hosts", "", "known hosts `FILE` (default ~/.ssh/known_hosts)")
+	fl.StringVar(&f.remoteStow, "remote-stow", migrate.DefaultRemoteStow, "the stow `COMMAND` on the target")
+	fl.StringVar(&f.remoteHost, "remote-host", "unix://"+migrate.DefaultRemoteAPI, "the target volumed's API socket as `unix:///PATH`")
+	fl.StringVar(&f.stateDir, "state-dir", defaultMigrateState, "`DIR` for the journals of interrupted migrations")
+	fl.DurationVar(&f.interval, "progress-interval", time.Second, "`INTERVAL` between progress reports during a round")
+	fl.DurationVar(&f.keepAlive, "keepalive", 15*time.Second, "SSH keepalive `INTERVAL`; three unanswered ones end the migration")
+	cmd.AddCommand(a.migrateAgentCommand(cmd, f))
+	return cmd
+}
+
+// migrateAgentCommand is the target's side, started over SSH. A volume
+// named "agent" still migrates: with arguments, it runs the migration.
+func (a *app) migrateAgentCommand(parent *cobra.Command, f *migrateFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:    "agent",
+		Short:  "Serve a migration on the target host (started by stow migrate over SSH)",
+		Hidden: true,
+		Args:   cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				if len(args) != 1 {
+					return fmt.Errorf("accepts 2 arg(s), received %d", len(args)+1)
+				}
+				return a.migrate(cmd, f, "agent", args[0])
+			}
+			log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			return agent.Serve(cmd.Context(), os.Stdin, os.Stdout, agent.Config{Log: log})
+		},
+	}
+}
+
+func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) error {
+	t, err := remote.ParseTarget(target)
+	if err != nil {
+		return err
+	}
+	if f.live {
+		return fmt.Errorf("%w: --live (freezing the volume's containers for the final pass) is not supported yet; stop them and migrate without it", volume.ErrNotSupported)
+	}
+	vopts, err := parseOptions(f.opts)
+	if err != nil {
+		return err
+	}
+	if p, ok := vopts["provider"]; ok {
+		if f.provider != "" && p != f.provider {
+			return fmt.Errorf("provider given twice: -p %s and -o provider=%s", f.provider, p)
+		}
+		f.provider = p
+		delete(vopts, "provider")
+	}
+	if f.interval <= 0 {
+		return fmt.Errorf("invalid --progress-interval %s: must be more than 0", f.interval)
+	}
+	if f.keepAlive <= 0 {
+		return fmt.Errorf("invalid --keepalive %s: must be more than 0", f.keepAlive)
+	}
+	var bw int64
+	if f.bwlimit != "" {
+		if bw, err = volume.ParseSize(f.bwlimit); err != nil {
+			return fmt.Errorf("invalid --bwlimit: %w", err)
+		}
+	}
+	remoteAPI, ok := strings.CutPrefix(f.remoteHost, "unix://")
+	if !ok || !strings.HasPrefix(remoteAPI, "/") {
+		return fmt.Errorf("invalid --remote-host %q: use unix:///PATH", f.remoteHost)
+	}
+	src, err := a.client()
+	if err != nil {
+		return err
+	}
+	st, err := src.Status(cmd.Context())
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(a.stdout)
+	term := !a.json() && isTerminal(a.stdout)
+	// inPlace is the round whose progress line is shown last, unfinished,
+	// to be redrawn; 0 for none.
+	inPlace := 0
+	opts := migrate.Options{
+		Volume: vol,
+		Target: t,
+		SSH: remote.Config{
+			KnownHosts:       f.knownHosts,
+			AcceptNewHostKey: f.acceptNew,
+			Identity:         f.identity,
+			AgentSocket:      a.getenv("SSH_AUTH_SOCK"),
+			KeepAlive:        f.keepAlive,
+		},
+		Provider:         f.provider,
+		VolumeOptions:    vopts,
+		RemoteStow:       f.remoteStow,
+		RemoteAPI:        remoteAPI,
+		Force:            f.force,
+		DryRun:           f.dryRun,
+		Resume:           f.resume,
+		BWLimit:          bw,
+		StateDir:         f.stateDir,
+		ProgressInterval: f.interval,
+		Source:           src,
+		SourcePlugin:     client.NewPlugin(st.PluginSocket),
+		Progress: func(e migrate.Event) {
+			if a.json() {
+				_ = enc.Encode(e)
+				return
+			}
+			if !term {
+				fmt.Fprintln(a.stdout, progressLine(e))
+				return
+			}
+			// On a terminal a round's progress redraws one line, with an ETA.
+			round := e.Phase == migrate.PhasePrecopy || e.Phase == migrate.PhaseFinal
+			switch {
+			case inPlace != 0 && round && e.Round == inPlace:
+				fmt.Fprint(a.stdout, "\r\033[K")
+			case inPlace != 0:
+				fmt.Fprintln(a.stdout)
+			}
+			line := progressLine(e)
+			if round && e.Rate > 0 && e.BytesTotal > e.Bytes {
+				line += ", ETA " + time.Duration(float64(e.BytesTotal-e.Bytes)/e.Rate*float64(time.Second)).Round(time.Second).String()
+			}
+			if round {
+				fmt.Fprint(a.stdout, line)
+			} else {
+				fmt.Fprintln(a.stdout, line)
+			}
+			inPlace = 0
+			if round {
+				inPlace = e.Round
+			}
+		},
+		Log: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	res, err := migrate.Run(cmd.Context(), opts)
+	if inPlace != 0 {
+		fmt.Fprintln(a.stdout)
+	}
+	if err != nil {
+		return err
+	}
+	if a.json() {
+		return enc.Encode(map[string]any{"result": res})
+	}
+	if res.DryRun {
+		_, err = fmt.Fprintf(a.stdout, "dry run: nothing changed\n")
+		return err
+	}
+	_, err = fmt.Fprintf(a.stdout, "migrated %s to %s (volume %s): %d entries, %s, %s sent in %d rounds, %s\n",
+		res.Volume, res.Target, res.TargetVolume, res.Files, bytesText(res.Bytes), bytesText(res.SentBytes), res.Rounds, res.Duration.Round(1e6))
+	return err
+}
+
+// progressLine is one plain line of progress.
+func progressLine(e migrate.Event) string {
+	var b strings.Builder
+	b.WriteString(e.Phase)
+	if e.Round > 0 {
+		fmt.Fprintf(&b, " round %d", e.Round)
+	}
+	switch e.Phase {
+	case migrate.PhasePrecopy, migrate.PhaseFinal, migrate.PhaseDone:
+		fmt.Fprintf(&b, ": %d/%d files, %s/%s", e.Files, e.FilesTotal, bytesText(e.Bytes), bytesText(e.BytesTotal))
+		if e.Rate > 0 {
+			fmt.Fprintf(&b, ", %s/s", bytesText(int64(e.Rate)))
+		}
+		if e.Changes > 0 {
+			fmt.Fprintf(&b, ", %d changes", e.Changes)
+		}
+	}
+	if e.Message != "" {
+		b.WriteString(": " + e.Message)
+	}
+	return b.String()
+}
+
+// bytesText is n in binary units.
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

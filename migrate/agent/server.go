@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"cmp"
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/stowage/stowage/migrate/manifest"
+)
+
+// Config configures an agent.
+type Config struct {
+	Log *slog.Logger
+	// SessionDir holds the records of the agents serving each tree, by
+	// which a new agent ends an earlier one of the same tree whose
+	// connection was cut; default /run/stowage/migrate.
+	SessionDir string
+}
+
+// Serve answers requests read from r on w until r ends (nil) or ctx is
+// done. A failed request is answered with its error and the session goes
+// on; a broken stream ends Serve with the error.
+func Serve(ctx context.Context, r io.Reader, w io.Writer, cfg Config) error {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.SessionDir == "" {
+		cfg.SessionDir = defaultSessionDir
+	}
+	log := cfg.Log
+	s := &server{log: log, sessions: cfg.SessionDir}
+	defer s.release()
+	dec := gob.NewDecoder(r)
+	enc := gob.NewEncoder(w)
+	for {
+		var req Request
+		if err := dec.Decode(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read request: %w", err)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		res, err := s.handle(ctx, &req)
+		if err != nil {
+			log.Debug("agent request", "op", string(req.Op), "error", err)
+			res = Response{Err: err.Error()}
+		}
+		if err := enc.Encode(&res); err != nil {
+			return fmt.Errorf("write response: %w", err)
+		}
+	}
+}
+
+type server struct {
+	log      *slog.Logger
+	sessions string
+	root     string
+	// prev is the last manifest with hashes, to reuse hashes of files that
+	// did not change.
+	prev *manifest.Manifest
+}
+
+// release removes this agent's session record.
+func (s *server) release() {
+	if s.root != "" {
+		releaseSession(s.sessions, s.root)
+	}
+}
+
+func (s *server) abs(rel string) string {
+	if rel == "." {
+		return s.root
+	}
+	return s.root + "/" + rel
+}
+
+func (s *server) temp() string { return filepath.Join(s.root, TempDir) }
+
+func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
+	if req.Op != OpHello && s.root == "" {
+		return Response{}, errNoSession
+	}
+	switch req.Op {
+	case OpHello:
+		if req.Version != Version {
+			return Response{}, fmt.Errorf("protocol version %d is not supported: this agent speaks version %d; install the same stow release on both hosts", req.Version, Version)
+		}
+		if !filepath.IsAbs(req.Root) {
+			return Response{}, fmt.Errorf("invalid root %q: must be an absolute path", req.Root)
+		}
+		fi, err := os.Stat(req.Root)
+		if err != nil {
+			return Response{}, fmt.Errorf("open root: %w", err)
+		}
+		if !fi.IsDir() {
+			return Response{}, fmt.Errorf("open root %s: not a directory", req.Root)
+		}
+		root := filepath.Clean(req.Root)
+		if err := takeOver(s.sessions, root); err != nil {
+			return Response{}, err
+		}
+		s.root = root
+		return Response{Version: Version, TempPath: s.temp()}, nil
+	case OpManifest:
+		opts := manifest.WalkOptions{Hash: req.Hash, Exclude: []string{TempDir}}
+		if req.Hash && !req.Fresh {
+			opts.Previous = s.prev
+		}
+		m, err := manifest.Walk(ctx, s.root, opts)
+		if err != nil {
+			return Response{}, fmt.Errorf("walk target: %w", err)
+		}
+		if req.Hash {
+			s.prev = m
+		}
+		return Response{Manifest: m}, nil
+	case OpPrepare:
+		if err := os.RemoveAll(s.temp()); err != nil {
+			return Response{}, fmt.Errorf("clear temporary directory: %w", err)
+		}
+		if err := os.Mkdir(s.temp(), 0o700); err != nil {
+			return Response{}, fmt.Errorf("make temporary directory: %w", err)
+		}
+		return Response{TempPath: s.temp()}, nil
+	case OpRemove:
+		paths := slices.Clone(req.Paths)
+		slices.Sort(paths)
+		slices.Reverse(paths)
+		for _, p := range paths {
+			if err := checkPath(p); err != nil {
+				return Response{}, err
+			}
+			if p == "." {
+				return Response{}, errors.New("invalid path \".\": the root cannot be removed")
+			}
+			if err := os.RemoveAll(s.abs(p)); err != nil {
+				return Response{}, fmt.Errorf("remove %s: %w", manifest.Quote(p), err)
+			}
+		}
+		return Response{}, nil
+	case OpApply:
+		for i := range req.Entries {
+			if err := s.apply(&req.Entries[i]); err != nil {
+				return Response{}, err
+			}
+		}
+		return Response{}, nil
+	case OpCommit:
+		for i := range req.Commits {
+			if err := s.commit(&req.Commits[i]); err != nil {
+				return Response{}, err
+			}
+		}
+		return Response{}, nil
+	case OpLink:
+		for i := range req.Entries {
+			if err := s.link(&req.Entries[i]); err != nil {
+				return Response{}, err
+			}
+		}
+		return Response{}, nil
+	case OpFinish:
+		if err := os.RemoveAll(s.temp()); err != nil {
+			return Response{}, fmt.Errorf("remove temporary directory: %w", err)
+		}
+		dirs := slices.Clone(req.Entries)
+		slices.SortFunc(dirs, func(a, b manifest.Entry) int { return cmp.Compare(b.Path, a.Path) })
+		for i := range dirs {
+			e := &dirs[i]
+			if err := checkPath(e.Path); err != nil {
+				return Response{}, err
+			}
+			if e.Type != manifest.Dir {
+				return Response{}, fmt.Errorf("finish %s: not a directory entry", manifest.Quote(e.Path))
+			}
+			if err := setMeta(s.abs(e.Path), e, true); err != nil {
+				return Response{}, err
+			}
+		}
+		return Response{}, nil
+	}
+	return Response{}, fmt.Errorf("unknown request %q", req.Op)
+}
+
+// apply makes e exist with its metadata (directory mtime aside).
+func (s *server) apply(e *manifest.Entry) error {
+	if err := checkPath(e.Path); err != nil {
+		return err
+	}
+	path := s.abs(e.Path)
+	if e.Type == manifest.Regular {
+		if e.LinkTo != "" {
+			return s.link(e)
+		}
+		return setMeta(path, e, false)
+	}
+	if err := create(path, e); err != nil {
+		return fmt.Errorf("create %s: %w", manifest.Quote(e.Path), err)
+	}
+	return setMeta(path, e, e.Type == manifest.Dir)
+}
+
+func (s *server) commit(c *Commit) error {
+	e := &c.Entry
+	if err := checkPath(e.Path); err != nil {
+		return err
+	}
+	if e.Type != manifest.Regular || e.LinkTo != "" {
+		return fmt.Errorf("commit %s: not a regular file", manifest.Quote(e.Path))
+	}
+	if c.Temp == "" || filepath.Base(c.Temp) != c.Temp || c.Temp == "." || c.Temp == ".." {
+		return fmt.Errorf("commit %s: invalid temporary name %q", manifest.Quote(e.Path), c.Temp)
+	}
+	tmp := filepath.Join(s.temp(), c.Temp)
+	if c.Inline {
+		if err := writeNew(tmp, c.Data); err != nil {
+			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+		}
+	}
+	if err := os.Truncate(tmp, e.Size); err != nil {
+		return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+	}
+	if err := setMeta(tmp, e, false); err != nil {
+		return err
+	}
+	if err := replace(tmp, s.abs(e.Path)); err != nil {
+		return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+	}
+	return nil
+}
+
+func (s *server) link(e *manifest.Entry) error {
+	if err := checkPath(e.Path); err != nil {
+		return err
+	}
+	if err := checkPath(e.LinkTo); err != nil {
+		return err
+	}
+	if e.LinkTo == "" {
+		return fmt.Errorf("link %s: no link target", manifest.Quote(e.Path))
+	}
+	path := s.abs(e.Path)
+	if err := os.RemoveAll(path); err != nil {
+		return fmt.Errorf("link %s: %w", manifest.Quote(e.Path), err)
+	}
+	if err := os.Link(s.abs(e.LinkTo), path); err != nil {
+		return fmt.Errorf("link %s to %s: %w", manifest.Quote(e.Path), manifest.Quote(e.LinkTo), err)
+	}
+	return nil
+}
+
+// writeNew writes data to a new file at path.
+func writeNew(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// replace renames tmp to path, first removing a directory that is in the
+// way (rename replaces anything else).
+func replace(tmp, path string) error {
+	if fi, err := os.Lstat(path); err == nil && fi.IsDir() {
+		if err := os.RemoveAll(path); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, path)
+}

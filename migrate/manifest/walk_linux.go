@@ -1,0 +1,314 @@
+package manifest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"golang.org/x/sys/unix"
+)
+
+// WalkOptions tune Walk.
+type WalkOptions struct {
+	// Hash computes the SHA-256 of regular files.
+	Hash bool
+	// Previous is an earlier manifest of the same tree on the same host: the
+	// hash of a file whose inode, size, mtime and ctime are unchanged is
+	// taken from it instead of read again.
+	Previous *Manifest
+	// Exclude names entries directly below the root that are left out.
+	Exclude []string
+}
+
+// Walk returns the manifest of the tree at root, without following
+// symlinks. ctx stops a long walk between files.
+func Walk(ctx context.Context, root string, opts WalkOptions) (*Manifest, error) {
+	w := &walker{ctx: ctx, root: root, opts: opts}
+	if opts.Previous != nil {
+		w.prev = opts.Previous.Index()
+	}
+	if err := w.walk("."); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Entries: w.entries}
+	m.Sort()
+	if err := w.finish(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+type inode struct{ dev, ino uint64 }
+
+type walker struct {
+	ctx     context.Context
+	root    string
+	opts    WalkOptions
+	prev    map[string]*Entry
+	entries []Entry
+	devs    map[string]uint64
+}
+
+func (w *walker) abs(rel string) string {
+	if rel == "." {
+		return w.root
+	}
+	return w.root + "/" + rel
+}
+
+func (w *walker) walk(rel string) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	e, dev, err := Stat(w.abs(rel), rel)
+	if err != nil {
+		return err
+	}
+	if w.devs == nil {
+		w.devs = map[string]uint64{}
+	}
+	w.devs[rel] = dev
+	w.entries = append(w.entries, e)
+	if e.Type != Dir {
+		return nil
+	}
+	names, err := readNames(w.abs(rel))
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if rel == "." && slices.Contains(w.opts.Exclude, name) {
+			continue
+		}
+		child := name
+		if rel != "." {
+			child = rel + "/" + name
+		}
+		if err := w.walk(child); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish assigns hard-link groups in path order and hashes regular files.
+func (w *walker) finish(m *Manifest) error {
+	first := map[inode]int{}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Type != Regular {
+			continue
+		}
+		key := inode{w.devs[e.Path], e.Ino}
+		if j, ok := first[key]; ok {
+			e.LinkTo = m.Entries[j].Path
+			e.SHA256 = m.Entries[j].SHA256
+			continue
+		}
+		first[key] = i
+		if !w.opts.Hash {
+			continue
+		}
+		if p, ok := w.prev[e.Path]; ok && p.SHA256 != "" && p.Ino == e.Ino && p.Size == e.Size &&
+			p.MtimeNS == e.MtimeNS && p.CtimeNS == e.CtimeNS {
+			e.SHA256 = p.SHA256
+			continue
+		}
+		if err := w.ctx.Err(); err != nil {
+			return err
+		}
+		sum, err := HashFile(w.abs(e.Path))
+		if err != nil {
+			return err
+		}
+		e.SHA256 = sum
+	}
+	return nil
+}
+
+// HashFile returns the hex SHA-256 of the file at path.
+func HashFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("hash file: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", Quote(path), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Stat returns the entry of the file at path, named rel, and the device it
+// lives on. It does not follow a symlink and does not hash.
+func Stat(path, rel string) (Entry, uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return Entry{}, 0, &os.PathError{Op: "lstat", Path: path, Err: err}
+	}
+	e := Entry{
+		Path:    rel,
+		Mode:    st.Mode & 0o7777,
+		UID:     st.Uid,
+		GID:     st.Gid,
+		MtimeNS: st.Mtim.Nano(),
+		CtimeNS: st.Ctim.Nano(),
+		Ino:     st.Ino,
+		Blocks:  st.Blocks,
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		e.Type = Regular
+		e.Size = st.Size
+	case unix.S_IFDIR:
+		e.Type = Dir
+	case unix.S_IFLNK:
+		e.Type = Symlink
+		t, err := os.Readlink(path)
+		if err != nil {
+			return Entry{}, 0, err
+		}
+		e.Target = t
+	case unix.S_IFCHR:
+		e.Type = CharDevice
+		e.Rdev = st.Rdev
+	case unix.S_IFBLK:
+		e.Type = BlockDevice
+		e.Rdev = st.Rdev
+	case unix.S_IFIFO:
+		e.Type = FIFO
+	case unix.S_IFSOCK:
+		e.Type = Socket
+	default:
+		return Entry{}, 0, fmt.Errorf("stat %s: unknown file type %#o", Quote(path), st.Mode&unix.S_IFMT)
+	}
+	x, err := Xattrs(path)
+	if err != nil {
+		return Entry{}, 0, err
+	}
+	e.Xattrs = x
+	return e, st.Dev, nil
+}
+
+// Xattrs returns the extended attributes of path (not following a symlink),
+// or nil when it has none.
+func Xattrs(path string) (map[string][]byte, error) {
+	names, err := listXattrs(path)
+	if err != nil || len(names) == 0 {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(names))
+	for _, name := range names {
+		v, err := getXattr(path, name)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+func listXattrs(path string) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		n, err := unix.Llistxattr(path, buf)
+		if errors.Is(err, unix.ERANGE) {
+			sz, err := unix.Llistxattr(path, nil)
+			if err != nil {
+				return nil, &os.PathError{Op: "llistxattr", Path: path, Err: err}
+			}
+			buf = make([]byte, sz+1)
+			continue
+		}
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "llistxattr", Path: path, Err: err}
+		}
+		var names []string
+		for start := 0; start < n; {
+			end := start
+			for end < n && buf[end] != 0 {
+				end++
+			}
+			if end > start {
+				names = append(names, string(buf[start:end]))
+			}
+			start = end + 1
+		}
+		return names, nil
+	}
+}
+
+func getXattr(path, name string) ([]byte, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Lgetxattr(path, name, buf)
+		if errors.Is(err, unix.ERANGE) {
+			sz, err := unix.Lgetxattr(path, name, nil)
+			if err != nil {
+				return nil, &os.PathError{Op: "lgetxattr " + name, Path: path, Err: err}
+			}
+			buf = make([]byte, sz+1)
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "lgetxattr " + name, Path: path, Err: err}
+		}
+		return append([]byte{}, buf[:n]...), nil
+	}
+}
+
+// readNames returns the names in dir, sorted.
+func readNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("read directory %s: %w", Quote(dir), err)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Extents returns the data regions of the file at path as (offset, length)
+// pairs, skipping holes; a file without holes is one region.
+func Extents(f *os.File, size int64) ([][2]int64, error) {
+	fd := int(f.Fd())
+	var out [][2]int64
+	for off := int64(0); off < size; {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, unix.EINVAL) {
+				return [][2]int64{{0, size}}, nil
+			}
+			return nil, fmt.Errorf("seek data in %s: %w", Quote(f.Name()), err)
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("seek hole in %s: %w", Quote(f.Name()), err)
+		}
+		hole = min(hole, size)
+		if hole > data {
+			out = append(out, [2]int64{data, hole - data})
+		}
+		off = hole
+	}
+	return out, nil
+}

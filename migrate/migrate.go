@@ -1,0 +1,470 @@
+// Package migrate moves a volume's data and metadata to another host that
+// runs volumed: it creates the target volume through the target's volumed,
+// copies in rounds while the volume is still in use, makes a final pass
+// while nothing writes, verifies that both sides' manifests match and then
+// switches to the target: the target volume is left ready, and the source
+// is marked migrated in this host's volumed, which mounts it read-only from
+// then on until it is removed. Everything goes over one SSH connection: the
+// target's volumed sockets (direct-streamlocal), file content (SFTP) and
+// the migrate agent (an exec session) that applies what SFTP cannot carry.
+//
+// An interrupted migration is resumed by running it again: every round
+// compares manifests, so what arrived intact is not sent again, and a file
+// in flight only becomes visible on the target when it is complete (written
+// to a temporary name, then renamed).
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pkg/sftp"
+
+	"github.com/stowage/stowage/migrate/agent"
+	"github.com/stowage/stowage/migrate/manifest"
+	"github.com/stowage/stowage/migrate/plan"
+	"github.com/stowage/stowage/migrate/remote"
+	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/volumed/api"
+	"github.com/stowage/stowage/volumed/client"
+)
+
+// MountID is the mount ID under which a migration mounts the source and the
+// target volume through volumed.
+const MountID = "stowage-migrate"
+
+// Defaults.
+const (
+	DefaultRemoteStow   = "stow"
+	DefaultRemoteAPI    = "/run/stowage/volumed.sock"
+	DefaultMaxRounds    = 5
+	DefaultSmallChange  = 64 << 20
+	defaultWorkers      = 8
+	commitBatch         = 256
+	maxListedDifference = 10
+)
+
+// Options describe one migration.
+type Options struct {
+	// Volume is the source volume on this host.
+	Volume string
+	Target remote.Target
+	SSH    remote.Config
+	// Provider and VolumeOptions replace the source's provider and options
+	// for the target volume when Provider is set; VolumeOptions alone
+	// override single options.
+	Provider      string
+	VolumeOptions map[string]string
+	// RemoteStow is the stow command on the target; RemoteAPI is the
+	// target volumed's control API socket.
+	RemoteStow string
+	RemoteAPI  string
+	// Force copies into a target volume that exists already (its content
+	// is replaced).
+	Force bool
+	// DryRun connects and reports what would be done, changing nothing on
+	// the target.
+	DryRun bool
+	// Resume requires an interrupted migration to continue.
+	Resume bool
+	// BWLimit caps file content in bytes per second; 0 for no limit.
+	BWLimit int64
+	// StateDir holds the journals of migrations on this host.
+	StateDir string
+	// MaxRounds bounds pre-copy rounds; SmallChange is the size of a round
+	// below which the next one is the final pass.
+	MaxRounds   int
+	SmallChange int64
+	// Workers is the number of files in flight.
+	Workers int
+	// ProgressInterval is how often progress is reported during a round.
+	ProgressInterval time.Duration
+
+	// Source is this host's volumed (control API and plugin socket).
+	Source       *client.Client
+	SourcePlugin *client.Plugin
+	Progress     func(Event)
+	Log          *slog.Logger
+}
+
+// Result summarises a finished migration.
+type Result struct {
+	Volume       string        `json:"volume"`
+	Target       string        `json:"target"`
+	TargetVolume string        `json:"target_volume"`
+	Rounds       int           `json:"rounds"`
+	Files        int           `json:"files"`
+	Bytes        int64         `json:"bytes"`
+	SentBytes    int64         `json:"sent_bytes"`
+	DryRun       bool          `json:"dry_run,omitempty"`
+	Duration     time.Duration `json:"duration_ns"`
+}
+
+func (o *Options) defaults() {
+	if o.RemoteStow == "" {
+		o.RemoteStow = DefaultRemoteStow
+	}
+	if o.RemoteAPI == "" {
+		o.RemoteAPI = DefaultRemoteAPI
+	}
+	if o.MaxRounds <= 0 {
+		o.MaxRounds = DefaultMaxRounds
+	}
+	if o.SmallChange <= 0 {
+		o.SmallChange = DefaultSmallChange
+	}
+	if o.Workers <= 0 {
+		o.Workers = defaultWorkers
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = func(Event) {}
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// run is one migration in progress.
+type run struct {
+	opts    Options
+	start   time.Time
+	conn    *remote.Conn
+	target  *client.Client
+	tplugin *client.Plugin
+	ragent  *remote.Agent
+	agent   *agent.Client
+	sftp    *sftp.Client
+	lim     *limiter
+	srcRoot string
+	dstRoot string
+	res     Result
+}
+
+// Run migrates opts.Volume to opts.Target. An error leaves a state that a
+// rerun continues; errors carry the classes of plugins/volume where one
+// applies (ErrInUse for a mounted source, ErrExists for an existing target,
+// ErrNotFound, ErrUnavailable for a lost connection).
+func Run(ctx context.Context, opts Options) (Result, error) {
+	opts.defaults()
+	r := &run{opts: opts, start: time.Now(), lim: &limiter{rate: opts.BWLimit}}
+	r.res = Result{Volume: opts.Volume, Target: opts.Target.String(), TargetVolume: r.targetName(), DryRun: opts.DryRun}
+	err := r.run(ctx)
+	if err != nil && r.conn != nil {
+		if why := r.conn.Lost(); why != "" {
+			err = fmt.Errorf("%w: lost the connection to %s (%s); run the same command again to resume: %v",
+				volume.ErrUnavailable, opts.Target.Addr(), why, err)
+		}
+	}
+	r.close(context.WithoutCancel(ctx))
+	r.res.Duration = time.Since(r.start)
+	return r.res, err
+}
+
+func (r *run) targetName() string {
+	if r.opts.Target.Volume != "" {
+		return r.opts.Target.Volume
+	}
+	return r.opts.Volume
+}
+
+func (r *run) emit(e Event) {
+	if e.Elapsed == 0 {
+		e.Elapsed = time.Since(r.start)
+	}
+	r.opts.Progress(e)
+}
+
+func (r *run) run(ctx context.Context) error {
+	o := &r.opts
+	src, err := o.Source.Volume(ctx, o.Volume)
+	if err != nil {
+		return fmt.Errorf("find source volume: %w", err)
+	}
+	j, err := loadJournal(o.StateDir, o.Volume)
+	if err != nil {
+		return err
+	}
+	interrupted := j != nil
+	switch {
+	case j == nil && o.Resume:
+		return fmt.Errorf("%w: no interrupted migration of volume %q to resume (journal %s not found)", volume.ErrNotFound, o.Volume, journalPath(o.StateDir, o.Volume))
+	case j != nil && (j.Target != r.res.Target || j.TargetVolume != r.res.TargetVolume):
+		return fmt.Errorf("%w: volume %q has an interrupted migration to %s (volume %q); finish it, or remove %s to start another",
+			volume.ErrExists, o.Volume, j.Target, j.TargetVolume, journalPath(o.StateDir, o.Volume))
+	case j == nil:
+		j = &journal{Volume: o.Volume, Target: r.res.Target, TargetVolume: r.res.TargetVolume, StartedAt: time.Now().UTC()}
+	}
+	createOpts := r.targetOptions(src)
+
+	r.emit(Event{Phase: PhaseConnect, Message: "connecting to " + o.Target.String()})
+	r.conn, err = remote.Dial(ctx, o.Target, o.SSH)
+	if err != nil {
+		return err
+	}
+	where := fmt.Sprintf("volumed on %s (%s)", o.Target.Host, o.RemoteAPI)
+	dial := func(path string) client.DialFunc {
+		return func(ctx context.Context) (net.Conn, error) { return r.conn.DialUnix(ctx, path) }
+	}
+	r.target = client.NewDial(where, dial(o.RemoteAPI))
+	st, err := r.target.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reach the target's volumed: %w", err)
+	}
+	r.tplugin = client.NewPluginDial(fmt.Sprintf("volumed's plugin socket on %s (%s)", o.Target.Host, st.PluginSocket), dial(st.PluginSocket))
+
+	existing, err := r.target.Volume(ctx, r.res.TargetVolume)
+	exists := err == nil
+	if err != nil && !errors.Is(err, volume.ErrNotFound) {
+		return fmt.Errorf("look up the target volume: %w", err)
+	}
+	to := o.Target
+	to.Volume = r.res.TargetVolume
+	if exists && !interrupted && src.MigratedTo == to.String() {
+		// A run that was stopped after its switch finished the job.
+		r.emit(Event{Phase: PhaseDone, Message: fmt.Sprintf("volume %q was migrated to %s already", o.Volume, to.String())})
+		return nil
+	}
+	if exists && !j.CreatedTarget && !j.Forced && !o.Force {
+		return fmt.Errorf("%w: volume %q exists on %s (provider %s); refusing to replace its content: use --force to copy into it, or ?volume=NAME for another name",
+			volume.ErrExists, r.res.TargetVolume, o.Target.Host, existing.Provider)
+	}
+	if o.DryRun {
+		return r.dryRun(ctx, exists, createOpts)
+	}
+
+	r.emit(Event{Phase: PhasePrepare, Message: fmt.Sprintf("target volume %q on %s", r.res.TargetVolume, o.Target.Host)})
+	if !exists {
+		j.CreatedTarget = true
+		j.Phase = PhasePrepare
+		if err := j.save(o.StateDir); err != nil {
+			return err
+		}
+		if _, err := r.target.CreateVolume(ctx, api.CreateRequest{Name: r.res.TargetVolume, Options: createOpts}); err != nil {
+			return fmt.Errorf("create the target volume: %w", err)
+		}
+	} else {
+		j.Forced = j.Forced || (o.Force && !j.CreatedTarget)
+		if err := j.save(o.StateDir); err != nil {
+			return err
+		}
+	}
+	if r.dstRoot, err = mountOnce(ctx, r.target, r.tplugin, r.res.TargetVolume); err != nil {
+		return fmt.Errorf("mount the target volume on %s: %w", o.Target.Host, err)
+	}
+	if r.srcRoot, err = mountOnce(ctx, o.Source, o.SourcePlugin, o.Volume); err != nil {
+		return fmt.Errorf("mount the source volume: %w", err)
+	}
+	if r.ragent, err = r.conn.StartAgent(o.RemoteStow); err != nil {
+		return err
+	}
+	if err := r.ragent.Hello(r.dstRoot); err != nil {
+		return err
+	}
+	r.agent = r.ragent.Client
+	if r.sftp, err = r.conn.SFTP(); err != nil {
+		return err
+	}
+
+	// Pre-copy rounds while the volume may still be in use.
+	j.Phase = PhasePrecopy
+	if err := j.save(o.StateDir); err != nil {
+		return err
+	}
+	var prev *manifest.Manifest
+	for round := 1; round <= o.MaxRounds; round++ {
+		p, srcM, err := r.round(ctx, PhasePrecopy, round, prev)
+		if err != nil {
+			return err
+		}
+		prev = srcM
+		if p.Empty() || p.SendBytes < o.SmallChange {
+			break
+		}
+	}
+
+	// Final pass: nothing may write.
+	if n, err := r.otherMounts(ctx); err != nil {
+		return err
+	} else if n > 0 {
+		return fmt.Errorf("%w: volume %q is mounted %d times on this host; stop its containers and rerun to finish (what was copied stays on the target; --live, which freezes them instead, is not supported yet)",
+			volume.ErrInUse, o.Volume, n)
+	}
+	j.Phase = PhaseFinal
+	if err := j.save(o.StateDir); err != nil {
+		return err
+	}
+	if _, _, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev); err != nil {
+		return err
+	}
+
+	r.emit(Event{Phase: PhaseVerify, Message: "comparing manifests with content hashes"})
+	if err := r.verify(ctx); err != nil {
+		return err
+	}
+
+	r.emit(Event{Phase: PhaseSwitch, Message: fmt.Sprintf("volume %q is active on %s", r.res.TargetVolume, o.Target.Host)})
+	if err := r.releaseMounts(ctx); err != nil {
+		return err
+	}
+	if _, err := o.Source.MarkMigrated(ctx, o.Volume, to.String()); err != nil {
+		return fmt.Errorf("mark the source volume migrated (the target is complete): %w", err)
+	}
+	if err := removeJournal(o.StateDir, o.Volume); err != nil {
+		return err
+	}
+	r.emit(Event{Phase: PhaseDone, Files: r.res.Files, Bytes: r.res.SentBytes, BytesTotal: r.res.Bytes})
+	return nil
+}
+
+// targetOptions returns the create options of the target volume.
+func (r *run) targetOptions(src api.Volume) map[string]string {
+	opts := maps.Clone(src.Options)
+	if opts == nil {
+		opts = map[string]string{}
+	}
+	if _, ok := opts["provider"]; !ok && src.Provider != "" {
+		opts["provider"] = src.Provider
+	}
+	if r.opts.Provider != "" && r.opts.Provider != opts["provider"] {
+		// Another provider's options do not apply.
+		opts = map[string]string{"provider": r.opts.Provider}
+	}
+	maps.Copy(opts, r.opts.VolumeOptions)
+	return opts
+}
+
+func (r *run) dryRun(ctx context.Context, exists bool, opts map[string]string) error {
+	what := "create"
+	if exists {
+		what = "copy into the existing"
+	}
+	keys := make([]string, 0, len(opts))
+	for k, v := range opts {
+		keys = append(keys, k+"="+v)
+	}
+	r.emit(Event{Phase: PhasePrepare, Message: fmt.Sprintf("dry run: would %s volume %q on %s with %s",
+		what, r.res.TargetVolume, r.opts.Target.Host, strings.Join(slices.Sorted(slices.Values(keys)), ","))})
+	return nil
+}
+
+// round walks both sides, plans and carries out the plan.
+func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Manifest) (*plan.Plan, *manifest.Manifest, error) {
+	r.res.Rounds = n
+	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Previous: prev, Exclude: []string{agent.TempDir}})
+	if err != nil {
+		return nil, nil, fmt.Errorf("walk the source volume: %w", err)
+	}
+	r.res.Files, r.res.Bytes = srcM.Totals()
+	dstM, err := r.agent.Manifest(true)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := plan.Make(srcM, dstM)
+	base := Event{Phase: phase, Round: n, FilesTotal: len(p.Send), BytesTotal: p.SendBytes, Changes: p.Changes()}
+	r.emit(base)
+	if p.Empty() {
+		return p, srcM, nil
+	}
+	m := startMeter(base, r.opts.ProgressInterval, r.emit)
+	err = r.execute(ctx, p, m)
+	last := m.done()
+	r.res.SentBytes += last.Bytes
+	if err != nil {
+		return nil, nil, err
+	}
+	r.emit(last)
+	return p, srcM, nil
+}
+
+// verify compares freshly hashed manifests of both sides.
+func (r *run) verify(ctx context.Context) error {
+	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Exclude: []string{agent.TempDir}})
+	if err != nil {
+		return fmt.Errorf("walk the source volume: %w", err)
+	}
+	dstM, err := r.agent.FreshManifest()
+	if err != nil {
+		return err
+	}
+	diffs := manifest.Diff(srcM, dstM)
+	if len(diffs) == 0 {
+		return nil
+	}
+	lines := make([]string, 0, maxListedDifference)
+	for i, d := range diffs {
+		if i == maxListedDifference {
+			lines = append(lines, fmt.Sprintf("... and %d more", len(diffs)-i))
+			break
+		}
+		lines = append(lines, d.String())
+	}
+	return fmt.Errorf("verify: the target differs from the source in %d paths (rerun to copy again):\n  %s", len(diffs), strings.Join(lines, "\n  "))
+}
+
+// otherMounts returns the source's mounts other than the migration's own.
+func (r *run) otherMounts(ctx context.Context) (int, error) {
+	v, err := r.opts.Source.Volume(ctx, r.opts.Volume)
+	if err != nil {
+		return 0, fmt.Errorf("look up the source volume: %w", err)
+	}
+	return v.Mounts - v.MountIDs[MountID], nil
+}
+
+// mountOnce mounts name under MountID unless that mount is counted already
+// (a run that was interrupted left it), and returns the mount point.
+func mountOnce(ctx context.Context, c *client.Client, p *client.Plugin, name string) (string, error) {
+	v, err := c.Volume(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if v.MountIDs[MountID] > 0 && v.Mountpoint != "" {
+		return v.Mountpoint, nil
+	}
+	return p.Mount(ctx, name, MountID)
+}
+
+// releaseMounts drops the migration's mounts of both volumes.
+func (r *run) releaseMounts(ctx context.Context) error {
+	if r.dstRoot != "" {
+		if err := r.tplugin.Unmount(ctx, r.res.TargetVolume, MountID); err != nil {
+			return fmt.Errorf("unmount the target volume: %w", err)
+		}
+		r.dstRoot = ""
+	}
+	if r.srcRoot != "" {
+		if err := r.opts.SourcePlugin.Unmount(ctx, r.opts.Volume, MountID); err != nil {
+			return fmt.Errorf("unmount the source volume: %w", err)
+		}
+		r.srcRoot = ""
+	}
+	return nil
+}
+
+// close releases the mounts (best effort: a rerun finds a mount left by a
+// run that could not release it) and ends the sessions and the connection.
+func (r *run) close(ctx context.Context) {
+	if r.conn != nil {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_ = r.releaseMounts(ctx)
+		cancel()
+	}
+	if r.sftp != nil {
+		r.sftp.Close()
+	}
+	if r.ragent != nil {
+		r.ragent.Close()
+	}
+	if r.conn != nil {
+		r.conn.Close()
+	}
+}

@@ -175,7 +175,11 @@ runs, and its output goes to a log ('stow logs').
 Volumes come from volumed through its plugin socket (--plugin-socket):
 -v NAME:/PATH[:ro] mounts the volume NAME at /PATH; only named volumes are
 supported. The container has no network but its own loopback with
---net none (the default), or the host's with --net host.
+--net none (the default), or the host's with --net host. As in Docker, its
+/etc/hostname, /etc/hosts (localhost and its host name) and
+/etc/resolv.conf (the host's with --net host, without name servers
+otherwise) are files of its own, bound over the image's, unless a mount
+covers them.
 
 --mount type=bind,source=/HOST/DIR,target=/PATH binds a host directory
 (absolute, existing) into the container, with what is mounted below it.

@@ -92,20 +92,24 @@ func (t tree) controllerDirs(name string) (map[string]string, error) {
 		return map[string]string{"": filepath.Join(t.root, name)}, nil
 	}
 	dirs := make(map[string]string)
-	seen := make(map[string]string) // resolved hierarchy -> controller
+	// A hierarchy's root directory is one inode, whichever of its names
+	// (such as the links cpu and cpuacct to cpu,cpuacct) leads to it.
+	type inode struct{ dev, ino uint64 }
+	seen := make(map[inode]bool)
 	for _, c := range v1Controllers {
 		mnt := filepath.Join(t.root, c)
-		real, err := filepath.EvalSymlinks(mnt)
-		if err != nil {
+		var st unix.Stat_t
+		if err := unix.Stat(mnt, &st); err != nil {
 			if c == "cpuacct" {
 				continue
 			}
-			return nil, fmt.Errorf("find %s controller: %w: %w", c, err, volume.ErrNotSupported)
+			return nil, fmt.Errorf("find %s controller: stat %s: %w: %w", c, mnt, err, volume.ErrNotSupported)
 		}
-		if _, dup := seen[real]; dup {
+		id := inode{uint64(st.Dev), uint64(st.Ino)}
+		if seen[id] {
 			continue // cpu,cpuacct mounted together
 		}
-		seen[real] = c
+		seen[id] = true
 		dirs[c] = filepath.Join(mnt, name)
 	}
 	return dirs, nil
@@ -123,20 +127,43 @@ func (t tree) create(name string, r Resources) (*Group, error) {
 		return nil, err
 	}
 	g := &Group{tree: t, name: name, dirs: dirs}
+	// A group made here starts without limits: only the limits r sets are
+	// written. One that existed gets every limit, to clear old ones.
+	fresh := true
 	if t.version == 2 {
-		if err := g.enableControllers(); err != nil {
+		// It makes the group's one directory.
+		if fresh, err = g.enableControllers(); err != nil {
 			return nil, err
 		}
-	}
-	for _, d := range dirs {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", name, err)
+	} else {
+		for _, d := range dirs {
+			made, err := mkdir(d)
+			if err != nil {
+				return nil, fmt.Errorf("create cgroup %s: %w", name, err)
+			}
+			fresh = fresh && made
 		}
 	}
-	if err := g.apply(r); err != nil {
+	if err := g.apply(r, fresh); err != nil {
 		return nil, fmt.Errorf("limit cgroup %s: %w", name, err)
 	}
 	return g, nil
+}
+
+// mkdir makes directory d and its parents, and reports whether d itself
+// was made rather than found.
+func mkdir(d string) (bool, error) {
+	err := os.Mkdir(d, 0o755)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(d), 0o755); err != nil {
+			return false, err
+		}
+		err = os.Mkdir(d, 0o755)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 func (t tree) load(name string) (*Group, error) {
@@ -157,22 +184,23 @@ func (t tree) load(name string) (*Group, error) {
 
 // enableControllers makes memory, cpu and pids available to the group: top
 // down, each ancestor must have them in cgroup.controllers (given by its
-// parent) and gets them in cgroup.subtree_control.
-func (g *Group) enableControllers() error {
+// parent) and gets them in cgroup.subtree_control. It makes the group's
+// directory and reports whether it was made rather than found.
+func (g *Group) enableControllers() (made bool, err error) {
 	dir := g.tree.root
 	for _, part := range strings.Split(g.name, "/") {
 		avail, err := readFields(filepath.Join(dir, "cgroup.controllers"))
 		if err != nil {
-			return fmt.Errorf("read controllers of %s: %w", dir, err)
+			return false, fmt.Errorf("read controllers of %s: %w", dir, err)
 		}
 		enabled, err := readFields(filepath.Join(dir, "cgroup.subtree_control"))
 		if err != nil {
-			return fmt.Errorf("read subtree controllers of %s: %w", dir, err)
+			return false, fmt.Errorf("read subtree controllers of %s: %w", dir, err)
 		}
 		var add []string
 		for _, c := range v2Controllers {
 			if !slices.Contains(avail, c) {
-				return fmt.Errorf("controller %s not available in %s: %w", c, dir, volume.ErrNotSupported)
+				return false, fmt.Errorf("controller %s not available in %s: %w", c, dir, volume.ErrNotSupported)
 			}
 			if !slices.Contains(enabled, c) {
 				add = append(add, "+"+c)
@@ -180,27 +208,41 @@ func (g *Group) enableControllers() error {
 		}
 		if len(add) > 0 {
 			if err := writeFile(filepath.Join(dir, "cgroup.subtree_control"), strings.Join(add, " ")); err != nil {
-				return fmt.Errorf("enable controllers in %s: %w", dir, err)
+				return false, fmt.Errorf("enable controllers in %s: %w", dir, err)
 			}
 		}
 		dir = filepath.Join(dir, part)
-		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		err = os.Mkdir(dir, 0o755)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return false, fmt.Errorf("create cgroup %s: %w", dir, err)
 		}
+		made = err == nil
 	}
-	return nil
+	return made, nil
 }
 
-// apply writes r. Zero fields are written as "no limit", so a reused group
+// apply writes r. Unless the group is fresh (made just now, so without
+// limits), zero fields are written as "no limit", so that a reused group
 // loses limits it had before.
-func (g *Group) apply(r Resources) error {
-	if g.tree.version == 2 {
-		return g.applyV2(r)
+func (g *Group) apply(r Resources, fresh bool) error {
+	// A fresh group needs only the limits it gets: every control file
+	// written is a few system calls more for each container start.
+	set := func(dir, file, value string, needed bool) error {
+		if fresh && !needed {
+			return nil
+		}
+		return g.set(dir, file, value, needed)
 	}
-	return g.applyV1(r)
+	if g.tree.version == 2 {
+		return g.applyV2(r, set)
+	}
+	return g.applyV1(r, set)
 }
 
-func (g *Group) applyV1(r Resources) error {
+// setFunc writes a control file as Group.set does.
+type setFunc func(dir, file, value string, needed bool) error
+
+func (g *Group) applyV1(r Resources, set setFunc) error {
 	mem := g.dirs["memory"]
 	limit := strconv.FormatInt(r.MemoryBytes, 10)
 	if r.MemoryBytes == 0 {
@@ -219,34 +261,34 @@ func (g *Group) applyV1(r Resources) error {
 		if f == "memory.memsw.limit_in_bytes" && !hasMemsw {
 			continue
 		}
-		if err := g.set(mem, f, limit, r.MemoryBytes != 0); err != nil {
+		if err := set(mem, f, limit, r.MemoryBytes != 0); err != nil {
 			return err
 		}
 	}
 	cpu := g.dirs["cpu"]
 	if r.CPUs != 0 {
-		if err := g.set(cpu, "cpu.cfs_period_us", strconv.Itoa(cpuPeriod), true); err != nil {
+		if err := set(cpu, "cpu.cfs_period_us", strconv.Itoa(cpuPeriod), true); err != nil {
 			return err
 		}
 	}
-	if err := g.set(cpu, "cpu.cfs_quota_us", strconv.FormatInt(r.cpuQuota(), 10), r.CPUs != 0); err != nil {
+	if err := set(cpu, "cpu.cfs_quota_us", strconv.FormatInt(r.cpuQuota(), 10), r.CPUs != 0); err != nil {
 		return err
 	}
-	return g.set(g.dirs["pids"], "pids.max", pidsValue(r.PidsMax), r.PidsMax != 0)
+	return set(g.dirs["pids"], "pids.max", pidsValue(r.PidsMax), r.PidsMax != 0)
 }
 
-func (g *Group) applyV2(r Resources) error {
+func (g *Group) applyV2(r Resources, set setFunc) error {
 	dir := g.dirs[""]
 	mem, swap := "max", "max"
 	if r.MemoryBytes != 0 {
 		mem, swap = strconv.FormatInt(r.MemoryBytes, 10), "0"
 	}
-	if err := g.set(dir, "memory.max", mem, r.MemoryBytes != 0); err != nil {
+	if err := set(dir, "memory.max", mem, r.MemoryBytes != 0); err != nil {
 		return err
 	}
 	// memory.swap.max is absent when the kernel does not account swap.
 	if f := filepath.Join(dir, "memory.swap.max"); exists(f) {
-		if err := writeFile(f, swap); err != nil {
+		if err := set(dir, "memory.swap.max", swap, r.MemoryBytes != 0); err != nil {
 			return err
 		}
 	}
@@ -254,10 +296,10 @@ func (g *Group) applyV2(r Resources) error {
 	if r.CPUs != 0 {
 		cpu = strconv.FormatInt(r.cpuQuota(), 10) + " " + strconv.Itoa(cpuPeriod)
 	}
-	if err := g.set(dir, "cpu.max", cpu, r.CPUs != 0); err != nil {
+	if err := set(dir, "cpu.max", cpu, r.CPUs != 0); err != nil {
 		return err
 	}
-	return g.set(dir, "pids.max", pidsValue(r.PidsMax), r.PidsMax != 0)
+	return set(dir, "pids.max", pidsValue(r.PidsMax), r.PidsMax != 0)
 }
 
 // set writes value to dir/file. A missing file is ErrNotSupported when the
@@ -301,6 +343,24 @@ func (g *Group) Add(pid int) error {
 		}
 	}
 	return nil
+}
+
+// ThreadFiles returns, on cgroup v1, the tasks file of the group in each
+// controller. A thread that writes "0" to each moves itself into the group
+// at once, where moving a whole process (Add) waits in the kernel for an
+// RCU grace period, several milliseconds. The other threads of its process
+// stay where they are; once the thread has executed a program, the
+// process is that thread alone, in the group. On cgroup v2, where every
+// thread of a process is in the same group, it returns nil.
+func (g *Group) ThreadFiles() []string {
+	if g.tree.version == 2 {
+		return nil
+	}
+	var files []string
+	for _, c := range g.controllers() {
+		files = append(files, filepath.Join(g.dirs[c], "tasks"))
+	}
+	return files
 }
 
 // Procs returns the processes in the group, sorted. In v1 it is the union

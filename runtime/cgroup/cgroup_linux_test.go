@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -406,4 +407,50 @@ func TestDetect(t *testing.T) {
 		}
 	}
 	testenv.Unavailable(t, "no cgroup2 mount to detect")
+}
+
+// TestCreateFresh checks that a group made by create gets no writes for
+// the limits it is not given: a new cgroup has none.
+func TestCreateFresh(t *testing.T) {
+	v1 := tree{root: t.TempDir(), version: 1}
+	for _, c := range v1Controllers {
+		if err := os.Mkdir(filepath.Join(v1.root, c), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v2 := tree{root: t.TempDir(), version: 2}
+	fakeFiles(t, v2.root, map[string]string{"cgroup.controllers": "cpu memory pids\n", "cgroup.subtree_control": "cpu memory pids\n"})
+	for _, tr := range []tree{v1, v2} {
+		g, err := tr.create("g", Resources{})
+		if err != nil {
+			t.Fatalf("v%d: %v", tr.version, err)
+		}
+		for _, d := range g.dirs {
+			if ents, err := os.ReadDir(d); err != nil || len(ents) != 0 {
+				t.Errorf("v%d: %s holds %v (%v), want nothing written", tr.version, d, ents, err)
+			}
+		}
+	}
+}
+
+func TestThreadFiles(t *testing.T) {
+	v1 := fakeV1(t, "stowage/c1", false)
+	g, err := v1.load("stowage/c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, c := range []string{"cpu", "cpuacct", "freezer", "memory", "pids"} {
+		want = append(want, filepath.Join(v1.root, c, "stowage/c1", "tasks"))
+	}
+	if got := g.ThreadFiles(); !slices.Equal(got, want) {
+		t.Errorf("v1 ThreadFiles = %q, want %q", got, want)
+	}
+	v2 := fakeV2(t, "stowage/c1", "cpu memory pids")
+	if g, err = v2.load("stowage/c1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.ThreadFiles(); got != nil {
+		t.Errorf("v2 ThreadFiles = %q, want none", got)
+	}
 }

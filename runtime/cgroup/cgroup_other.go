@@ -46,3 +46,6 @@ func (g *Group) Kill() error { return errUnsupported }
 
 // Delete fails with ErrNotSupported.
 func (g *Group) Delete() error { return errUnsupported }
+
+// ThreadFiles returns nil.
+func (g *Group) ThreadFiles() []string { return nil }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -296,5 +298,70 @@ func TestRootNewRealTree(t *testing.T) {
 	}
 	if got := strings.TrimSpace(readFile(t, filepath.Join(g.dirs["pids"], "pids.max"))); got != "max" {
 		t.Errorf("pids.max after reuse = %q, want max", got)
+	}
+}
+
+// TestRootThreadFiles moves a thread into a group through ThreadFiles, as
+// a container's init does on cgroup v1, and back.
+func TestRootThreadFiles(t *testing.T) {
+	g := realGroup(t, Resources{PidsMax: 64})
+	files := g.ThreadFiles()
+	if g.Version() == 2 {
+		if files != nil {
+			t.Errorf("ThreadFiles on cgroup v2 = %q, want none", files)
+		}
+		return
+	}
+	if len(files) != len(g.dirs) {
+		t.Fatalf("ThreadFiles = %q, want one per controller of %v", files, g.dirs)
+	}
+	type result struct {
+		before, inside string
+		err            error
+	}
+	done := make(chan result)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var r result
+		defer func() { done <- r }()
+		b, err := os.ReadFile("/proc/thread-self/cgroup")
+		if r.err = err; err != nil {
+			return
+		}
+		r.before = string(b)
+		for _, f := range files {
+			if r.err = os.WriteFile(f, []byte("0"), 0); r.err != nil {
+				return
+			}
+		}
+		b, r.err = os.ReadFile("/proc/thread-self/cgroup")
+		r.inside = string(b)
+		// Back where it was, so that the group is empty again.
+		for c := range g.dirs {
+			for line := range strings.Lines(r.before) {
+				f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+				if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), c) {
+					r.err = errors.Join(r.err, os.WriteFile(filepath.Join(DefaultRoot, c, f[2], "tasks"), []byte("0"), 0))
+				}
+			}
+		}
+	}()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for c := range g.dirs {
+		found := false
+		for line := range strings.Lines(r.inside) {
+			f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+			found = found || len(f) == 3 && slices.Contains(strings.Split(f[1], ","), c) && f[2] == "/"+g.name
+		}
+		if !found {
+			t.Errorf("the thread is not in %s of group %s:\n%s", c, g.name, r.inside)
+		}
+	}
+	if pids, err := g.Procs(); err != nil || len(pids) != 0 {
+		t.Errorf("Procs after the thread left = %v, %v; want none", pids, err)
 	}
 }

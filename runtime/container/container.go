@@ -68,7 +68,6 @@ import (
 	"fmt"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -285,22 +284,44 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-var (
-	idPattern   = regexp.MustCompile(`^[0-9a-f]{64}$`)
-	namePattern = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-	// volumeName is Docker's rule for volume names, which volumed follows.
-	volumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-	envKey     = regexp.MustCompile(`^[^=\x00]+$`)
-)
+// isID reports whether s is a container ID: 64 lowercase hex digits.
+// The rules here are checked by hand, not with regular expressions, which
+// every stow process would compile at its start.
+func isID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// dockerName reports whether s follows Docker's rule for container and
+// volume names (volumed follows it too): [a-zA-Z0-9][a-zA-Z0-9_.-]*.
+func dockerName(s string) bool {
+	if s == "" || s[0] == '_' || s[0] == '.' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidateName checks a container name: Docker's rule,
 // [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters, and not 64 hex
 // digits (which would read as an ID).
 func ValidateName(name string) error {
-	if !namePattern.MatchString(name) || len(name) > 128 {
+	if !dockerName(name) || len(name) > 128 {
 		return fmt.Errorf("%w: container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", volume.ErrInvalid, name)
 	}
-	if idPattern.MatchString(name) {
+	if isID(name) {
 		return fmt.Errorf("%w: container name %q looks like a container ID", volume.ErrInvalid, name)
 	}
 	return nil
@@ -322,7 +343,7 @@ func ParseVolume(spec string) (Volume, error) {
 		return bad("the volume name is empty")
 	case strings.HasPrefix(v.Name, "/") || strings.HasPrefix(v.Name, "."):
 		return bad("only named volumes are supported, not host paths")
-	case !volumeName.MatchString(v.Name):
+	case !dockerName(v.Name):
 		return bad("the volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
 	case v.Target == "":
 		return bad("the container path is empty")
@@ -486,7 +507,7 @@ func ParseEnv(base, entries []string) ([]string, error) {
 	env := slices.Clone(base)
 	for _, e := range entries {
 		k, _, ok := strings.Cut(e, "=")
-		if !ok || !envKey.MatchString(k) {
+		if !ok || k == "" || strings.ContainsRune(k, 0) {
 			return nil, fmt.Errorf("%w: environment entry %q: use KEY=VALUE", volume.ErrInvalid, e)
 		}
 		env = setEnv(env, e)

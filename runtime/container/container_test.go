@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -338,4 +339,24 @@ func TestStoreLostState(t *testing.T) {
 	if got.Config.Name != "lost" || got.Config.Image != cfg.Image {
 		t.Errorf("config = %+v", got.Config)
 	}
+}
+
+// FuzzNameRules checks isID and dockerName against the regular
+// expressions of the rules they implement.
+func FuzzNameRules(f *testing.F) {
+	idRE := regexp.MustCompile(`^[0-9a-f]{64}$`)
+	nameRE := regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+	for _, s := range []string{"web", "Web_1.x-y", "_x", ".x", "-x", "", "a b", "é",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdeF"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := isID(s), idRE.MatchString(s); got != want {
+			t.Errorf("isID(%q) = %v, want %v", s, got, want)
+		}
+		if got, want := dockerName(s), nameRE.MatchString(s); got != want {
+			t.Errorf("dockerName(%q) = %v, want %v", s, got, want)
+		}
+	})
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/runtime/container/initproc"
+	"github.com/stowage/stowage/runtime/security/seccomp"
 	"github.com/stowage/stowage/volumed/client"
 )
 
@@ -203,8 +204,10 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 	id := c.ID()
 	log := e.log.With("container", id)
 	st := c.State
-	st.MonitorPID = os.Getpid()
-	st.MonitorStart, _ = procStart(st.MonitorPID)
+	if st.MonitorPID != os.Getpid() {
+		st.MonitorPID = os.Getpid()
+		st.MonitorStart, _ = procStart(st.MonitorPID)
+	}
 	var g group
 	finish := func(code int, cause error) (State, error) {
 		st.Status, st.ExitCode, st.FinishedAt, st.PID, st.PIDStart = Exited, code, time.Now().UTC(), 0, 0
@@ -243,6 +246,17 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 			return finish(initproc.CodeSetup, err)
 		}
 	}
+	// The first process start of a program makes os check once whether
+	// pidfds work, which forks a child; done now, beside what follows, it
+	// does not delay the init's start.
+	pidfdChecked := make(chan struct{})
+	go func() {
+		defer close(pidfdChecked)
+		if p, err := os.FindProcess(os.Getpid()); err == nil {
+			p.Release()
+		}
+	}()
+	defer func() { <-pidfdChecked }()
 	var mounts []initproc.BindMount
 	for i, v := range c.Config.Volumes {
 		mid := fmt.Sprintf("%s-%d", id, i)
@@ -261,25 +275,45 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 		return finish(initproc.CodeSetup, err)
 	}
 	mounts = sortMounts(append(mounts, binds...))
-	if g, err = newGroup(id, c.Config.Resources); err != nil {
-		g = nil
-		return finish(initproc.CodeSetup, fmt.Errorf("make cgroup: %w", err))
+	// The cgroup, the init layer and the /etc files are made while the
+	// init starts: it needs them only once it has its configuration.
+	type madeGroup struct {
+		g   group
+		err error
 	}
-	lowers := c.Config.Lowers
-	if len(lowers) == 0 {
-		empty := filepath.Join(c.Dir, "empty")
-		if err := os.MkdirAll(empty, 0o755); err != nil {
-			return finish(initproc.CodeSetup, err)
+	cgroupMade := make(chan madeGroup, 1)
+	go func() {
+		g, err := newGroup(id, c.Config.Resources)
+		cgroupMade <- madeGroup{g, err}
+	}()
+	type madeRoot struct {
+		initLayer string
+		etc       []initproc.BindMount
+		err       error
+	}
+	rootMade := make(chan madeRoot, 1)
+	go func() {
+		var r madeRoot
+		if r.initLayer, r.err = e.initLayer(); r.err == nil {
+			r.etc, r.err = writeEtc(c, mounts)
 		}
-		lowers = []string{empty}
+		rootMade <- r
+	}()
+	// prepared waits for both; the cgroup, once made, is released by
+	// finish.
+	prepared := func() (madeRoot, error) {
+		m, r := <-cgroupMade, <-rootMade
+		if m.err != nil {
+			return r, errors.Join(fmt.Errorf("make cgroup: %w", m.err), r.err)
+		}
+		g = m.g
+		return r, r.err
 	}
 	icfg := initproc.Config{
 		Version:  initproc.Version,
 		Rootfs:   filepath.Join(c.Dir, "rootfs"),
 		Upper:    filepath.Join(c.Dir, "upper"),
 		Work:     filepath.Join(c.Dir, "work"),
-		Lowers:   lowers,
-		Mounts:   mounts,
 		Hostname: c.Config.Hostname,
 		NewNet:   c.Config.Network != NetHost,
 		Args:     c.Config.Args,
@@ -300,9 +334,28 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 	// The container dies with its monitor: a monitor that is gone leaves
 	// nothing running that no one records.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Setsid: true, Pdeathsig: unix.SIGKILL}
+	<-pidfdChecked
 	s, err := spawn(cmd)
 	if err != nil {
-		return finish(initproc.CodeSetup, fmt.Errorf("start container: %w", err))
+		_, perr := prepared()
+		return finish(initproc.CodeSetup, errors.Join(fmt.Errorf("start container: %w", err), perr))
+	}
+	root, err := prepared()
+	if err != nil {
+		s.abort()
+		return finish(initproc.CodeSetup, err)
+	}
+	icfg.Lowers = append([]string{root.initLayer}, c.Config.Lowers...)
+	icfg.Mounts = sortMounts(append(mounts, root.etc...))
+	// On cgroup v1 the init joins its cgroup by itself, at once.
+	icfg.Cgroup = g.ThreadFiles()
+	if !icfg.Privileged {
+		// The filter comes from the runtime, so that the init links no
+		// compiler of it.
+		if icfg.Seccomp, err = seccomp.Programs(); err != nil {
+			s.abort()
+			return finish(initproc.CodeSetup, err)
+		}
 	}
 	st.Status, st.PID, st.StartedAt = Running, cmd.Process.Pid, time.Now().UTC()
 	st.PIDStart, _ = procStart(st.PID)
@@ -313,7 +366,11 @@ func (e *Engine) monitor(ctx context.Context, c Container, stdio Stdio, sigs <-c
 			log.Warn("save state", "err", err)
 		}
 	}
-	if err := s.handshake(icfg, g, record); err != nil {
+	add := g.Add
+	if len(icfg.Cgroup) > 0 {
+		add = nil
+	}
+	if err := s.handshake(icfg, add, record); err != nil {
 		return finish(exitCodeOf(err), err)
 	}
 	ready(nil)
@@ -341,12 +398,14 @@ func (e *Engine) release(ctx context.Context, st *State, g group, log *slog.Logg
 		// The PID 1 of a container takes every other process of its PID
 		// namespace along when it ends, so the group is nearly always empty
 		// here; Kill, which freezes it first, is for what is left.
-		if pids, err := g.Procs(); err != nil || len(pids) > 0 {
+		err := g.Delete()
+		if errors.Is(err, volume.ErrInUse) {
 			if err := g.Kill(); err != nil {
 				log.Warn("kill cgroup", "err", err)
 			}
+			err = g.Delete()
 		}
-		if err := g.Delete(); err != nil {
+		if err != nil {
 			log.Warn("delete cgroup", "err", err)
 		}
 	}
@@ -376,7 +435,9 @@ func containerEnv(cfg Config, extra []string) []string {
 func (e *Engine) initCommand(mode string, stdio Stdio) *exec.Cmd {
 	cmd := exec.Command(e.init)
 	cmd.Args = []string{initName}
-	cmd.Env = []string{initproc.EnvMode + "=" + mode}
+	// The init does one thing at a time: with one P its Go runtime starts
+	// fewer threads. Its command does not inherit this environment.
+	cmd.Env = []string{initproc.EnvMode + "=" + mode, "GOMAXPROCS=1"}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdio.Stdin, stdio.Stdout, stdio.Stderr
 	return cmd
 }
@@ -414,12 +475,21 @@ func spawn(cmd *exec.Cmd, extra ...*os.File) (*started, error) {
 	return &started{cmd: cmd, cfgW: cfgW, statusR: stR}, nil
 }
 
-// handshake sends the init its configuration at once, puts the init into g
-// and calls record (if not nil) while the init prepares, then tells it to
-// go on and waits until it executes the command or reports why it cannot.
-// Joining a cgroup v1 waits for an RCU grace period: done in parallel, that
-// wait overlaps the init's own start and its building of the root.
-func (s *started) handshake(cfg initproc.Config, g group, record func()) error {
+// abort stops an init that has not been told to go on and waits for it.
+func (s *started) abort() {
+	s.cmd.Process.Kill()
+	s.cfgW.Close()
+	s.statusR.Close()
+	s.cmd.Wait()
+}
+
+// handshake sends the init its configuration at once, puts the init into
+// its cgroup with add (unless nil: the init joins by itself) and calls
+// record (if not nil) while the init prepares, then tells it to go on and
+// waits until it executes the command or reports why it cannot. Moving a
+// process into a cgroup waits for an RCU grace period: done in parallel,
+// that wait overlaps the init's own start and its building of the root.
+func (s *started) handshake(cfg initproc.Config, add func(pid int) error, record func()) error {
 	defer s.statusR.Close()
 	err := json.NewEncoder(s.cfgW).Encode(cfg)
 	if err != nil {
@@ -427,11 +497,11 @@ func (s *started) handshake(cfg initproc.Config, g group, record func()) error {
 	} else {
 		joined := make(chan error, 1)
 		go func() {
-			if g == nil {
+			if add == nil {
 				joined <- nil
 				return
 			}
-			joined <- g.Add(s.cmd.Process.Pid)
+			joined <- add(s.cmd.Process.Pid)
 		}()
 		if record != nil {
 			record()
@@ -565,7 +635,13 @@ func (e *Engine) Exec(ctx context.Context, ref string, args, env []string, stdio
 		// A process joins a privileged container with its privileges.
 		Privileged: c.Config.Privileged,
 	}
-	if err := r.s.handshake(icfg, g, nil); err != nil {
+	if !icfg.Privileged {
+		if icfg.Seccomp, err = seccomp.Programs(); err != nil {
+			r.s.abort()
+			return 0, err
+		}
+	}
+	if err := r.s.handshake(icfg, g.Add, nil); err != nil {
 		return exitCodeOf(err), err
 	}
 	return wait(cmd, sigs), nil

@@ -7,6 +7,7 @@ import (
 // group is what the engine needs of a cgroup; *cgroup.Group is one.
 type group interface {
 	Add(pid int) error
+	ThreadFiles() []string
 	Procs() ([]int, error)
 	Kill() error
 	OOMKilled() (bool, error)

@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -76,6 +77,25 @@ func TestLimits(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { e.Remove(context.Background(), c.ID(), true) })
+		// The command is in the container's cgroup in every controller.
+		running, err := e.Get(t.Context(), c.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", running.State.PID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := 0
+		for line := range strings.Lines(string(b)) {
+			f := strings.SplitN(strings.TrimSpace(line), ":", 3)
+			if len(f) == 3 && f[2] == "/"+cgroupName(c.ID()) {
+				in += len(strings.Split(f[1], ","))
+			}
+		}
+		if in == 0 || !strings.HasPrefix(limitFile(t, "cpu", c.ID(), ""), "/sys/fs/cgroup/stowage/") && in < 4 {
+			t.Errorf("the command is in %d controllers of its cgroup:\n%s", in, b)
+		}
 		want := map[string]string{"cpu.cfs_quota_us": "50000", "cpu.cfs_period_us": "100000"}
 		if strings.HasPrefix(limitFile(t, "cpu", c.ID(), ""), "/sys/fs/cgroup/stowage/") {
 			want = map[string]string{"cpu.max": "50000 100000"}

@@ -37,7 +37,7 @@ func (s *Store) Dir(id string) string { return filepath.Join(s.dir, id) }
 // process. An empty cfg.Name becomes the first 12 digits of the ID. A name
 // in use is ErrExists.
 func (s *Store) Create(cfg Config) (Container, error) {
-	if !idPattern.MatchString(cfg.ID) {
+	if !isID(cfg.ID) {
 		return Container{}, fmt.Errorf("%w: container ID %q", volume.ErrInvalid, cfg.ID)
 	}
 	if cfg.Name == "" {
@@ -77,7 +77,14 @@ func (s *Store) Create(cfg Config) (Container, error) {
 		os.RemoveAll(dir)
 		return Container{}, err
 	}
-	if err := writeJSON(filepath.Join(dir, "config.json"), cfg); err != nil {
+	write := writeJSON
+	if cfg.AutoRemove {
+		// A container removed when it ends has nothing to keep across a
+		// host crash: its configuration goes to disk as its state does,
+		// without the two flushes that would delay its start.
+		write = replaceJSON
+	}
+	if err := write(filepath.Join(dir, "config.json"), cfg); err != nil {
 		os.RemoveAll(dir)
 		return Container{}, err
 	}
@@ -106,7 +113,7 @@ func (s *Store) List() ([]Container, error) {
 	}
 	var out []Container
 	for _, e := range entries {
-		if !e.IsDir() || !idPattern.MatchString(e.Name()) {
+		if !e.IsDir() || !isID(e.Name()) {
 			continue
 		}
 		c, err := s.load(e.Name())
@@ -129,7 +136,7 @@ func (s *Store) Get(ref string) (Container, error) {
 	if ref == "" {
 		return Container{}, fmt.Errorf("%w: empty container name", volume.ErrInvalid)
 	}
-	if idPattern.MatchString(ref) {
+	if isID(ref) {
 		c, err := s.load(ref)
 		if errors.Is(err, fs.ErrNotExist) {
 			return Container{}, fmt.Errorf("container %q: %w", ref, volume.ErrNotFound)
@@ -190,6 +197,14 @@ func (s *Store) Remove(id string) error {
 // writeJSON writes v to file durably.
 func writeJSON(file string, v any) error {
 	if err := atomicfile.WriteJSON(file, v); err != nil {
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return nil
+}
+
+// replaceJSON writes v to file atomically, without fsync.
+func replaceJSON(file string, v any) error {
+	if err := atomicfile.ReplaceJSON(file, v); err != nil {
 		return fmt.Errorf("write %s: %w", file, err)
 	}
 	return nil

@@ -1,10 +1,11 @@
 // Package security confines a container process just before it executes
 // its program: it reduces the capability sets to Docker's default, sets
-// no_new_privs, and installs a seccomp filter that denies the system calls
-// Docker's default profile denies. All of it acts on the calling thread
-// (seccomp on every thread of the process), so a caller locks its OS
-// thread, calls NoNewPrivileges, DropCapabilities(DefaultCapabilities())
-// and LoadSeccomp in that order, and executes from the same thread.
+// no_new_privs, and installs the seccomp filter that package seccomp
+// compiles, which denies the system calls Docker's default profile
+// denies. All of it acts on the calling thread (seccomp on every thread of
+// the process), so a caller locks its OS thread, calls NoNewPrivileges,
+// DropCapabilities(DefaultCapabilities()) and LoadSeccomp in that order,
+// and executes from the same thread.
 //
 // Errors wrap the classes of plugins/volume: ErrInvalid for an unknown
 // capability name, ErrNotSupported where the system lacks a feature.

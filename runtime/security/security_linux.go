@@ -1,10 +1,10 @@
 package security
 
 import (
+	"encoding/binary"
 	"fmt"
+	"unsafe"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
-	"github.com/elastic/go-seccomp-bpf/arch"
 	"github.com/moby/sys/capability"
 	"golang.org/x/sys/unix"
 
@@ -51,43 +51,59 @@ func NoNewPrivileges() error {
 	return nil
 }
 
-// LoadSeccomp installs the default filter on every thread of the process
-// (TSYNC): all system calls are allowed except deniedSyscalls and
-// personality with arguments Docker does not allow, which fail with
-// EPERM; the x32 ABI fails with ENOSYS. On x86_64 a second filter denies
-// the same calls through the i386 ABI. Without no_new_privs it needs
-// CAP_SYS_ADMIN.
-func LoadSeccomp() error {
-	if !seccomp.Supported() {
-		return fmt.Errorf("load seccomp filter: %w", volume.ErrNotSupported)
+// LoadSeccomp installs seccomp filters on every thread of the process
+// (TSYNC), in the order given: raw BPF programs, each an array of struct
+// sock_filter in the machine's byte order, as package seccomp compiles
+// them. Without no_new_privs it needs CAP_SYS_ADMIN. No program, or one
+// that is not a whole number of instructions, is ErrInvalid; a kernel
+// without seccomp filters is ErrNotSupported.
+func LoadSeccomp(programs [][]byte) error {
+	if len(programs) == 0 {
+		return fmt.Errorf("load seccomp filter: no program: %w", volume.ErrInvalid)
 	}
-	if err := seccomp.LoadFilter(defaultFilter()); err != nil {
-		return fmt.Errorf("load seccomp filter: %w", err)
+	// All are checked before one is loaded.
+	decoded := make([][]unix.SockFilter, len(programs))
+	for i, p := range programs {
+		n := len(p) / sockFilterSize
+		if n == 0 || len(p)%sockFilterSize != 0 || n > unix.BPF_MAXINSNS {
+			return fmt.Errorf("load seccomp filter: program of %d bytes: %w", len(p), volume.ErrInvalid)
+		}
+		decoded[i] = make([]unix.SockFilter, n)
+		for j := range decoded[i] {
+			b := p[j*sockFilterSize:]
+			decoded[i][j] = unix.SockFilter{Code: binary.NativeEndian.Uint16(b), Jt: b[2], Jf: b[3], K: binary.NativeEndian.Uint32(b[4:])}
+		}
 	}
-	if native, err := arch.GetInfo(""); err == nil && native.ID == arch.X86_64.ID {
-		if err := loadCompatFilter(); err != nil {
-			return fmt.Errorf("load seccomp filter for the i386 ABI: %w", err)
+	for _, filters := range decoded {
+		if err := loadProgram(filters); err != nil {
+			return fmt.Errorf("load seccomp filter: %w", err)
 		}
 	}
 	return nil
 }
 
-func defaultFilter() seccomp.Filter {
-	var notAllowed seccomp.ArgumentConditions
-	for _, p := range allowedPersonalities {
-		notAllowed = append(notAllowed, seccomp.Condition{Argument: 0, Operation: seccomp.NotEqual, Value: p})
+// sockFilterSize is the size of struct sock_filter.
+const sockFilterSize = 8
+
+func loadProgram(filters []unix.SockFilter) error {
+	fprog := unix.SockFprog{Len: uint16(len(filters)), Filter: &filters[0]}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
+	switch {
+	case errno == unix.ENOSYS || errno == unix.EINVAL && !filtersSupported():
+		return fmt.Errorf("%w: %w", errno, volume.ErrNotSupported)
+	case errno != 0:
+		return errno
+	case r != 0:
+		// TSYNC names the thread it could not synchronise.
+		return fmt.Errorf("thread %d cannot take the filter", r)
 	}
-	return seccomp.Filter{
-		Flag: seccomp.FilterFlagTSync,
-		Policy: seccomp.Policy{
-			DefaultAction: seccomp.ActionAllow,
-			Syscalls: []seccomp.SyscallGroup{{
-				Action: seccomp.ActionErrno,
-				Names:  deniedSyscalls,
-				NamesWithCondtions: []seccomp.NameWithConditions{
-					{Name: "personality", Conditions: notAllowed},
-				},
-			}},
-		},
-	}
+	return nil
+}
+
+// filtersSupported reports whether the kernel has seccomp filters: asking
+// for the mode is EINVAL without CONFIG_SECCOMP.
+func filtersSupported() bool {
+	_, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0)
+	return err == nil
 }

@@ -22,6 +22,6 @@ func NoNewPrivileges() error {
 }
 
 // LoadSeccomp fails with ErrNotSupported: only Linux has seccomp.
-func LoadSeccomp() error {
+func LoadSeccomp(programs [][]byte) error {
 	return fmt.Errorf("load seccomp filter: %w", volume.ErrNotSupported)
 }

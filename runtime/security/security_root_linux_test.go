@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stowage/stowage/internal/testenv"
+	"github.com/stowage/stowage/runtime/security/seccomp"
 )
 
 // childEnv makes the test binary confine itself like a container init and
@@ -41,7 +42,11 @@ func confinedChild(busybox string) {
 	if err := DropCapabilities(DefaultCapabilities()); err != nil {
 		fail(err)
 	}
-	if err := LoadSeccomp(); err != nil {
+	progs, err := seccomp.Programs()
+	if err != nil {
+		fail(err)
+	}
+	if err := LoadSeccomp(progs); err != nil {
 		fail(err)
 	}
 	status, err := os.ReadFile("/proc/thread-self/status")

@@ -61,3 +61,13 @@ func TestDropCapabilitiesRejectsUnknown(t *testing.T) {
 		t.Fatalf("DropCapabilities: %v, want ErrInvalid", err)
 	}
 }
+
+// TestLoadSeccompRejectsBadPrograms: what is not a whole program is
+// refused before anything is loaded.
+func TestLoadSeccompRejectsBadPrograms(t *testing.T) {
+	for _, progs := range [][][]byte{nil, {}, {{}}, {make([]byte, 12)}, {make([]byte, 8), make([]byte, 12)}} {
+		if err := LoadSeccomp(progs); !errors.Is(err, volume.ErrInvalid) && !errors.Is(err, volume.ErrNotSupported) {
+			t.Errorf("LoadSeccomp(%v) = %v, want ErrInvalid", progs, err)
+		}
+	}
+}

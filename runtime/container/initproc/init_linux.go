@@ -64,11 +64,16 @@ func run(mode string) {
 		self = fd
 	}
 	// All that prepares the command happens while the runtime puts this
-	// process into the container's cgroup: in cgroup v1 that move waits for
-	// an RCU grace period, several milliseconds that would otherwise add to
-	// every start. The command runs only after the move.
+	// process into the container's cgroup: that move of a whole process
+	// waits for an RCU grace period, several milliseconds that would
+	// otherwise add to every start. The command runs only after the move.
+	// On cgroup v1 this thread moves itself instead, which does not wait:
+	// it is the one that executes the command.
 	switch mode {
 	case ModeInit:
+		if err := joinCgroup(cfg.Cgroup); err != nil {
+			fail(CodeSetup, err)
+		}
 		if err := setupRoot(cfg); err != nil {
 			fail(CodeSetup, err)
 		}
@@ -116,7 +121,7 @@ func run(mode string) {
 			fail(CodeSetup, fmt.Errorf("make cgroup namespace: %w", err))
 		}
 	}
-	if err := secure(uid, gid, cfg.Privileged); err != nil {
+	if err := secure(uid, gid, cfg.Privileged, cfg.Seccomp); err != nil {
 		fail(CodeSetup, err)
 	}
 	if self >= 0 {
@@ -130,6 +135,22 @@ func run(mode string) {
 		code = CodeNotFound
 	}
 	fail(code, fmt.Errorf("exec %s: %w", file, err))
+}
+
+// joinCgroup moves the calling thread into the cgroup v1 groups whose
+// tasks files are given.
+func joinCgroup(tasks []string) error {
+	for _, f := range tasks {
+		fd, err := unix.Open(f, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			_, err = unix.Write(fd, []byte("0"))
+			unix.Close(fd)
+		}
+		if err != nil {
+			return fmt.Errorf("join cgroup %s: %w", filepath.Dir(f), err)
+		}
+	}
+	return nil
 }
 
 // statusFailer sets FDConfig and FDStatus to close on exec and returns a
@@ -146,9 +167,9 @@ func statusFailer() func(code int, err error) {
 
 // secure drops the privileges of this thread before the command runs:
 // no_new_privs, the default capability set, the user, and the seccomp
-// filter last. A privileged container keeps every capability and gets no
-// seccomp filter.
-func secure(uid, gid int, privileged bool) error {
+// filter of programs last. A privileged container keeps every capability
+// and gets no seccomp filter.
+func secure(uid, gid int, privileged bool, programs [][]byte) error {
 	if err := security.NoNewPrivileges(); err != nil {
 		return err
 	}
@@ -163,7 +184,7 @@ func secure(uid, gid int, privileged bool) error {
 	if privileged {
 		return nil
 	}
-	return security.LoadSeccomp()
+	return security.LoadSeccomp(programs)
 }
 
 // awaitGoAhead reads past the whitespace that ends the configuration and
@@ -395,25 +416,14 @@ func mount(source, target, fstype string, flags uintptr, data string) error {
 }
 
 // mountOverlay mounts the image's layers and the container's upper
-// directory on the rootfs. Mount options must fit in a page: a long layer
-// list is given relative to the layers' common parent, which becomes the
-// working directory for the call.
+// directory on the rootfs.
 func mountOverlay(cfg Config) error {
-	opts := func(lowers []string) string {
-		return "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + cfg.Upper + ",workdir=" + cfg.Work
+	data, dir, err := overlayOptions(cfg, os.Getpagesize())
+	if err != nil {
+		return err
 	}
-	data := opts(cfg.Lowers)
-	if len(data) >= os.Getpagesize() {
-		parent := commonDir(cfg.Lowers)
-		rel := make([]string, len(cfg.Lowers))
-		for i, l := range cfg.Lowers {
-			rel[i], _ = filepath.Rel(parent, l)
-		}
-		data = opts(rel)
-		if len(data) >= os.Getpagesize() {
-			return fmt.Errorf("mount overlay: %w: %d layers are too many", volume.ErrNotSupported, len(cfg.Lowers))
-		}
-		if err := unix.Chdir(parent); err != nil {
+	if dir != "" {
+		if err := unix.Chdir(dir); err != nil {
 			return fmt.Errorf("mount overlay: %w", err)
 		}
 	}
@@ -423,15 +433,37 @@ func mountOverlay(cfg Config) error {
 	return nil
 }
 
-// commonDir returns the longest directory that holds every path.
-func commonDir(paths []string) string {
-	dir := filepath.Dir(paths[0])
-	for _, p := range paths[1:] {
-		for dir != "/" && !strings.HasPrefix(p, dir+"/") {
-			dir = filepath.Dir(dir)
+// overlayOptions returns the overlay mount options of cfg, which must be
+// shorter than a page (size). A long layer list names the layers in the
+// directory that holds most of them (the image store's) by their base
+// names, relative to that directory, which it returns to become the
+// working directory for the mount.
+func overlayOptions(cfg Config, size int) (data, dir string, err error) {
+	opts := func(lowers []string) string {
+		return "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + cfg.Upper + ",workdir=" + cfg.Work
+	}
+	data = opts(cfg.Lowers)
+	if len(data) < size {
+		return data, "", nil
+	}
+	count := make(map[string]int)
+	for _, l := range cfg.Lowers {
+		count[filepath.Dir(l)]++
+		if count[filepath.Dir(l)] > count[dir] {
+			dir = filepath.Dir(l)
 		}
 	}
-	return dir
+	short := make([]string, len(cfg.Lowers))
+	for i, l := range cfg.Lowers {
+		short[i] = l
+		if filepath.Dir(l) == dir {
+			short[i] = filepath.Base(l)
+		}
+	}
+	if data = opts(short); len(data) >= size {
+		return "", "", fmt.Errorf("mount overlay: %w: %d layers are too many", volume.ErrNotSupported, len(cfg.Lowers))
+	}
+	return data, dir, nil
 }
 
 // resolveIn returns the host path of p inside root, following symbolic
@@ -489,6 +521,26 @@ func mkdirIn(root, p string) (string, error) {
 		return "", fmt.Errorf("make %s in the container: %w", p, err)
 	}
 	return dir, nil
+}
+
+// mkfileIn makes the file p inside root, empty, unless something is
+// there, with the directories above it, and returns its host path.
+func mkfileIn(root, p string) (string, error) {
+	file, err := resolveIn(root, p)
+	if err != nil {
+		return "", fmt.Errorf("make %s in the container: %w", p, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return "", fmt.Errorf("make %s in the container: %w", p, err)
+	}
+	fd, err := unix.Open(file, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	switch {
+	case err == nil:
+		unix.Close(fd)
+	case !errors.Is(err, unix.EEXIST):
+		return "", fmt.Errorf("make %s in the container: %w", p, err)
+	}
+	return file, nil
 }
 
 // setupDev mounts a tmpfs on /dev with the basic devices, a private
@@ -572,7 +624,11 @@ func bindHostDev(root string) error {
 // asked, and returns the target's path in the container. tree is the
 // clone of the source that cloneTrees took, or -1 for a plain bind.
 func bindInto(root string, m BindMount, tree int) (string, error) {
-	target, err := mkdirIn(root, m.Target)
+	mkTarget := mkdirIn
+	if m.File {
+		mkTarget = mkfileIn
+	}
+	target, err := mkTarget(root, m.Target)
 	if err != nil {
 		return "", err
 	}

@@ -12,7 +12,8 @@
 // millisecond. The runtime (package container) speaks to it over the
 // protocol below: it starts the process with EnvMode in its environment
 // and FDConfig and FDStatus open, writes a Config as JSON on FDConfig and,
-// once it has put the process into the container's cgroup, the byte
+// once it has put the process into the container's cgroup (or, with
+// Config.Cgroup, recorded it while the process joins by itself), the byte
 // GoAhead. An Error comes back on FDStatus when the command cannot run;
 // FDStatus closes on exec, so EOF without a message means the command
 // runs.
@@ -48,7 +49,7 @@ const GoAhead = 'g'
 // Version is the version of the protocol. A process that is given a
 // Config of another version refuses it: stow and stow-init come from the
 // same build.
-const Version = 2
+const Version = 3
 
 // Exit codes of a command that did not run, as Docker's.
 const (
@@ -80,6 +81,9 @@ type BindMount struct {
 	// Propagation is RShared, RSlave, or empty (or anything else) for
 	// private.
 	Propagation string `json:"propagation,omitempty"`
+	// File is set when the source is a file: the target is then made an
+	// empty file where it is missing, not a directory.
+	File bool `json:"file,omitempty"`
 }
 
 // Config is what the process needs. The root fields are used in ModeInit
@@ -105,6 +109,15 @@ type Config struct {
 	// Privileged keeps every capability and skips the seccomp filter; in
 	// ModeInit the container's /dev is also the host's.
 	Privileged bool `json:"privileged,omitempty"`
+	// Seccomp are the seccomp filter's programs, compiled by the runtime
+	// (see security.LoadSeccomp); a container that is not Privileged
+	// cannot run without them.
+	Seccomp [][]byte `json:"seccomp,omitempty"`
+	// Cgroup lists the cgroup v1 tasks files of the container's cgroup
+	// (ModeInit only): the process joins it by itself, writing "0" to
+	// each from the thread that executes the command, which moves that
+	// thread at once. Empty means the runtime moves the process.
+	Cgroup []string `json:"cgroup,omitempty"`
 }
 
 // Error is what the process reports on FDStatus when the command cannot

@@ -1,8 +1,7 @@
-package security
+package compile
 
 import (
 	"fmt"
-	"unsafe"
 
 	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
@@ -59,27 +58,4 @@ func compatProgram() ([]bpf.Instruction, error) {
 		return nil, fmt.Errorf("i386 filter layout: %d instructions, want %d", len(prog), n+2)
 	}
 	return prog, nil
-}
-
-// loadCompatFilter installs compatProgram on every thread (TSYNC).
-func loadCompatFilter() error {
-	prog, err := compatProgram()
-	if err != nil {
-		return err
-	}
-	raw, err := bpf.Assemble(prog)
-	if err != nil {
-		return err
-	}
-	filters := make([]unix.SockFilter, len(raw))
-	for i, r := range raw {
-		filters[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-	}
-	fprog := unix.SockFprog{Len: uint16(len(filters)), Filter: &filters[0]}
-	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
-		unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog)))
-	if errno != 0 {
-		return errno
-	}
-	return nil
 }

@@ -1,4 +1,8 @@
-package security
+// Package compile compiles the default seccomp filter of a container
+// with go-seccomp-bpf. Package seccomp serves the programs: compiled at
+// build time where it can (see its golden test), here at run time
+// elsewhere.
+package compile
 
 // deniedSyscalls fail with EPERM under the default filter: what Docker's
 // default profile denies to a container without extra capabilities. The

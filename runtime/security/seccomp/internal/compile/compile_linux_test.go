@@ -1,10 +1,10 @@
-package security
+package compile
 
 import (
 	"encoding/binary"
 	"testing"
 
-	seccomp "github.com/elastic/go-seccomp-bpf"
+	libseccomp "github.com/elastic/go-seccomp-bpf"
 	"github.com/elastic/go-seccomp-bpf/arch"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -43,8 +43,8 @@ func TestDefaultFilterProgram(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eperm := int(seccomp.ActionErrno) | int(unix.EPERM)
-	allow := int(seccomp.ActionAllow)
+	eperm := int(libseccomp.ActionErrno) | int(unix.EPERM)
+	allow := int(libseccomp.ActionAllow)
 	nr := func(name string) int {
 		n, ok := native.SyscallNames[name]
 		if !ok {
@@ -78,7 +78,7 @@ func TestDefaultFilterProgram(t *testing.T) {
 			t.Errorf("%s%v: action %#x, want %#x", c.name, c.args, got, c.want)
 		}
 	}
-	if f.Flag != seccomp.FilterFlagTSync {
+	if f.Flag != libseccomp.FilterFlagTSync {
 		t.Errorf("filter flag %v, want tsync", f.Flag)
 	}
 }

@@ -49,8 +49,12 @@ its volumes are unmounted.`,
 			now := time.Now()
 			rows := make([][]string, 0, len(shown))
 			for _, c := range shown {
+				status := c.StatusText(now)
+				if paused, _ := e.Paused(c); paused {
+					status += " (Paused)"
+				}
 				rows = append(rows, []string{c.ID()[:12], c.Config.Image, quoteCommand(c.Config.Args),
-					humanAgo(now.Sub(c.Config.Created)), c.StatusText(now), c.Config.Name})
+					humanAgo(now.Sub(c.Config.Created)), status, c.Config.Name})
 			}
 			return r.printTable([]string{"CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"}, rows)
 		},

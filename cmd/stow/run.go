@@ -54,13 +54,14 @@ type runtimeCLI struct {
 }
 
 // addContainerCommands adds run, ps, stop, kill, rm, exec, inspect, logs,
-// diff and commit, and the --plugin-socket flag they use.
+// diff, commit, pause and unpause, and the --plugin-socket flag they use.
 func (a *app) addContainerCommands(root *cobra.Command) {
 	r := &runtimeCLI{app: a}
 	root.PersistentFlags().StringVar(&r.pluginSocket, "plugin-socket", client.DefaultPluginSocket,
 		"volumed's plugin `SOCKET`, through which containers mount volumes (env STOW_PLUGIN_SOCKET)")
 	root.AddCommand(r.runCommand(), r.psCommand(), r.stopCommand(), r.killCommand(), r.rmCommand(),
-		r.execCommand(), r.inspectCommand(), r.logsCommand(), r.diffCommand(), r.commitCommand())
+		r.execCommand(), r.inspectCommand(), r.logsCommand(), r.diffCommand(), r.commitCommand(),
+		r.pauseCommand(), r.unpauseCommand())
 }
 
 // engine returns the container engine over the runtime root; its warnings

@@ -390,6 +390,16 @@ func TestFreezeV2(t *testing.T) {
 	if got := readFile(t, filepath.Join(tr.root, "g/cgroup.freeze")); got != "1" {
 		t.Errorf("cgroup.freeze = %q, want 1", got)
 	}
+	if frozen, err := g.Frozen(); err != nil || !frozen {
+		t.Errorf("Frozen() after Freeze = %v, %v; want true", frozen, err)
+	}
+	fakeFiles(t, tr.root, map[string]string{"g/cgroup.events": "populated 1\nfrozen 0\n"})
+	if err := g.Thaw(t.Context()); err != nil {
+		t.Fatalf("Thaw: %v", err)
+	}
+	if frozen, err := g.Frozen(); err != nil || frozen {
+		t.Errorf("Frozen() after Thaw = %v, %v; want false", frozen, err)
+	}
 }
 
 func TestDetect(t *testing.T) {

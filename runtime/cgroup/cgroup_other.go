@@ -49,3 +49,6 @@ func (g *Group) Delete() error { return errUnsupported }
 
 // ThreadFiles returns nil.
 func (g *Group) ThreadFiles() []string { return nil }
+
+// Frozen is not supported.
+func (g *Group) Frozen() (bool, error) { return false, errUnsupported }

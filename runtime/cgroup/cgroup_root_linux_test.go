@@ -227,11 +227,17 @@ func TestRootFreezeThawKillDelete(t *testing.T) {
 	if got := strings.TrimSpace(readFile(t, state)); got != "FROZEN" {
 		t.Errorf("freezer.state after Freeze = %q", got)
 	}
+	if frozen, err := g.Frozen(); err != nil || !frozen {
+		t.Errorf("Frozen() after Freeze = %v, %v; want true", frozen, err)
+	}
 	if err := g.Thaw(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.TrimSpace(readFile(t, state)); got != "THAWED" {
 		t.Errorf("freezer.state after Thaw = %q", got)
+	}
+	if frozen, err := g.Frozen(); err != nil || frozen {
+		t.Errorf("Frozen() after Thaw = %v, %v; want false", frozen, err)
 	}
 	if err := g.Delete(); !errors.Is(err, volume.ErrInUse) {
 		t.Errorf("Delete with a process: %v, want ErrInUse", err)

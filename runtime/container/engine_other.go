@@ -76,3 +76,12 @@ func (e *Engine) Remove(context.Context, string, bool) error { return errUnsuppo
 
 // Logs is not supported.
 func (e *Engine) Logs(context.Context, string, bool, io.Writer) error { return errUnsupported }
+
+// Pause is not supported.
+func (e *Engine) Pause(context.Context, string) error { return errUnsupported }
+
+// Unpause is not supported.
+func (e *Engine) Unpause(context.Context, string) error { return errUnsupported }
+
+// Paused is not supported.
+func (e *Engine) Paused(Container) (bool, error) { return false, errUnsupported }

@@ -16,6 +16,19 @@ default_pkgs=(
 	procps         # ps, pgrep
 	curl           # the demo talks to the plugin socket
 	crun           # a baseline of the runtime benchmark
+	ceph-mon       # the one-node Ceph cluster of the RBD tests (tests/scripts/ceph.sh)
+	ceph-osd
+	ceph-common    # ceph, rbd, monmaptool, ceph-authtool
+	librados-dev   # go-ceph (cgo) for plugins/rbd and stow-rbd
+	librbd-dev
+	uuid-runtime   # uuidgen
+	fuse           # fusermount for the RBD provider's FUSE files
+	fio            # RBD benchmarks
+	openssh-server # sshd of the migration's target hosts (network namespaces)
+	openssh-client # ssh, ssh-keygen
+	acl            # getfacl, setfacl: migration fidelity checks
+	attr           # getfattr, setfattr: migration fidelity checks
+	rsync          # the migration benchmark's baseline
 )
 pkgs=("$@")
 if [ ${#pkgs[@]} -eq 0 ]; then

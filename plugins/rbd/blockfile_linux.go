@@ -1,0 +1,242 @@
+package rbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+)
+
+// device is a block device the provider serves as a file: an open RBD
+// image. Its methods are safe for concurrent use.
+type device interface {
+	ReadAt(p []byte, off int64) (int, error)
+	WriteAt(p []byte, off int64) (int, error)
+	Flush() error
+	// Discard frees the range; the device reads zeros there afterwards.
+	Discard(off, length uint64) (int, error)
+	// Size returns the current size in bytes.
+	Size() (uint64, error)
+}
+
+// blockFileName is the name of the one file in a block file mount.
+const blockFileName = "image"
+
+// blockFile serves a device as the single file <dir>/image of a FUSE
+// mount, so that a loop device can attach it: the userspace path from an
+// RBD image to a block device, needing neither krbd nor nbd.
+type blockFile struct {
+	dir string
+	srv *fuse.Server
+}
+
+// path returns the file's path.
+func (b *blockFile) path() string { return b.dir + "/" + blockFileName }
+
+// serveBlockFile mounts dir as a FUSE file system holding one file that
+// reads and writes dev. It refuses writes when readOnly is set.
+func serveBlockFile(dir, name string, dev device, readOnly bool) (*blockFile, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	zero := time.Duration(0)
+	root := &blockRoot{file: &blockNode{dev: dev, readOnly: readOnly}}
+	opts := &fs.Options{
+		// The size changes when the image grows: never cache it.
+		AttrTimeout:  &zero,
+		EntryTimeout: &zero,
+		MountOptions: fuse.MountOptions{
+			// 1MiB requests instead of the default 128KiB, as RBD objects
+			// are 4MiB.
+			MaxWrite:      1 << 20,
+			DirectMount:   true, // as root, without fusermount
+			FsName:        "rbd:" + name,
+			Name:          "stowage-rbd",
+			DisableXAttrs: true,
+			// Reads come from memory, never from a file descriptor.
+			DisableSplice: true,
+			Logger:        log.New(io.Discard, "", 0), // libraries never print
+		},
+	}
+	srv, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return nil, fmt.Errorf("mount FUSE file at %s: %w", dir, err)
+	}
+	return &blockFile{dir: dir, srv: srv}, nil
+}
+
+// close unmounts the FUSE file system and waits until its server stops.
+// A mount the kernel already dropped counts as unmounted.
+func (b *blockFile) close() error {
+	err := b.srv.Unmount()
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("unmount FUSE file at %s: %w", b.dir, err)
+	}
+	b.srv.Wait()
+	if err := os.Remove(b.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// blockRoot is the root directory of a block file mount.
+type blockRoot struct {
+	fs.Inode
+	file *blockNode
+	once sync.Once
+}
+
+var _ fs.NodeOnAdder = (*blockRoot)(nil)
+
+// OnAdd adds the one file.
+func (r *blockRoot) OnAdd(ctx context.Context) {
+	r.once.Do(func() {
+		ch := r.NewPersistentInode(ctx, r.file, fs.StableAttr{Mode: syscall.S_IFREG, Ino: 2})
+		r.AddChild(blockFileName, ch, false)
+	})
+}
+
+// blockNode is the file: every read and write goes to the device.
+type blockNode struct {
+	fs.Inode
+	dev      device
+	readOnly bool
+}
+
+var (
+	_ fs.NodeOpener    = (*blockNode)(nil)
+	_ fs.NodeGetattrer = (*blockNode)(nil)
+	_ fs.NodeSetattrer = (*blockNode)(nil)
+	_ fs.NodeReader    = (*blockNode)(nil)
+	_ fs.NodeWriter    = (*blockNode)(nil)
+	_ fs.NodeFsyncer   = (*blockNode)(nil)
+	_ fs.NodeFlusher   = (*blockNode)(nil)
+	_ fs.NodeAllocater = (*blockNode)(nil)
+)
+
+// Open allows read-write opens only of a writable device.
+func (n *blockNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if n.readOnly && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EROFS
+	}
+	return nil, 0, 0
+}
+
+// Getattr reports the device's current size.
+func (n *blockNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	size, err := n.dev.Size()
+	if err != nil {
+		return errno(err)
+	}
+	out.Mode = syscall.S_IFREG | 0o600
+	if n.readOnly {
+		out.Mode = syscall.S_IFREG | 0o400
+	}
+	out.Size = size
+	out.Blksize = 4096
+	out.Blocks = (size + 511) / 512
+	out.Nlink = 1
+	return 0
+}
+
+// Setattr accepts only what changes nothing: the size is the image's.
+func (n *blockNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok {
+		cur, err := n.dev.Size()
+		if err != nil {
+			return errno(err)
+		}
+		if sz != cur {
+			return syscall.EPERM
+		}
+	}
+	return n.Getattr(ctx, f, out)
+}
+
+// Read reads from the device; reads past the end are short.
+func (n *blockNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	size, err := n.dev.Size()
+	if err != nil {
+		return nil, errno(err)
+	}
+	if off >= int64(size) {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rest := int64(size) - off; int64(len(dest)) > rest {
+		dest = dest[:rest]
+	}
+	got, err := n.dev.ReadAt(dest, off)
+	if err != nil && got < len(dest) {
+		return nil, errno(err)
+	}
+	return fuse.ReadResultData(dest[:got]), 0
+}
+
+// Write writes to the device; writes past the end fail with ENOSPC, as
+// the image cannot grow by writing.
+func (n *blockNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if n.readOnly {
+		return 0, syscall.EROFS
+	}
+	size, err := n.dev.Size()
+	if err != nil {
+		return 0, errno(err)
+	}
+	if off+int64(len(data)) > int64(size) {
+		return 0, syscall.ENOSPC
+	}
+	w, err := n.dev.WriteAt(data, off)
+	if err != nil {
+		return uint32(w), errno(err)
+	}
+	return uint32(w), 0
+}
+
+// Fsync flushes librbd's cache to the cluster.
+func (n *blockNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	if n.readOnly {
+		return 0
+	}
+	return errno(n.dev.Flush())
+}
+
+// Flush flushes on close, as Fsync does.
+func (n *blockNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return n.Fsync(ctx, f, 0)
+}
+
+// Allocate supports punching holes, which the loop device sends for
+// discards, so that trimming the file system frees space in the cluster.
+func (n *blockNode) Allocate(ctx context.Context, f fs.FileHandle, off, size uint64, mode uint32) syscall.Errno {
+	const punch = 0x01 | 0x02 // FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE
+	if mode&punch != punch {
+		return syscall.EOPNOTSUPP
+	}
+	if n.readOnly {
+		return syscall.EROFS
+	}
+	if _, err := n.dev.Discard(off, size); err != nil {
+		return errno(err)
+	}
+	return 0
+}
+
+// errno returns the errno of a device error; librbd errors carry a
+// negative one.
+func errno(err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	if e := errnoOf(err); e != 0 {
+		return e
+	}
+	return syscall.EIO
+}

@@ -22,7 +22,7 @@ help: ## list the targets
 build: ## build static volumed, stow, stow-init and stow-provider into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/volumed ./cmd/stow ./cmd/stow-init ./cmd/stow-provider
 
-test: deps vet test-hermetic test-root ## everything CI runs (as root): deps, vet, both test tiers
+test: deps vet test-hermetic test-root test-rbd ## everything CI runs (as root): deps, vet, both test tiers, the RBD provider
 
 deps: ## install the packages and modules the tests need (as root)
 	@tests/scripts/deps.sh
@@ -64,3 +64,19 @@ provider-image: build ## build bin/provider-image.tar, the local provider's imag
 
 clean: ## remove build output
 	rm -rf bin
+
+# The RBD provider and its sidecar need cgo, librados/librbd and the build
+# tags "ceph" (the provider) and "pacific" (Debian 12's Ceph 16 for go-ceph).
+RBD_TAGS := ceph,pacific
+RBD_PKGS := ./plugins/rbd/... ./cmd/stow-rbd/...
+
+.PHONY: build-rbd test-rbd vet-rbd
+build-rbd: ## build bin/stow-rbd, the Ceph RBD provider's CSI sidecar (cgo; needs librbd-dev)
+	CGO_ENABLED=1 $(GO) build -tags $(RBD_TAGS) -trimpath -ldflags '$(LDFLAGS)' -o bin/stow-rbd ./cmd/stow-rbd
+
+vet-rbd:
+	CGO_ENABLED=1 $(GO) vet -tags $(RBD_TAGS) $(RBD_PKGS)
+
+test-rbd: vet-rbd ## the RBD provider's tests against one-node Ceph clusters (root; tests/scripts/ceph.sh), nothing skipped
+	@if [ "$$(id -u)" -ne 0 ]; then echo "test-rbd needs root" >&2; exit 1; fi
+	CGO_ENABLED=1 STOWAGE_E2E_REQUIRED=1 $(GO) test -tags $(RBD_TAGS) -race -count=1 -p 1 -timeout 30m $(RBD_PKGS)

@@ -1,0 +1,240 @@
+//go:build ceph && linux && cgo
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stowage/stowage/internal/testenv"
+	"github.com/stowage/stowage/plugins/rbd/rbdtest"
+)
+
+// sanitySummary matches Ginkgo's summary line, e.g.
+// "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 31 Skipped".
+var sanitySummary = regexp.MustCompile(`(?m)^.*?(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped.*$`)
+
+// TestCSISanity builds stow-rbd, serves a real cluster's pool with it (as
+// the command line the scripts use, with a cephx keyring) and runs the CSI
+// conformance suite csi-sanity against it. The key shows neither in the
+// sidecar's log nor in what csi-sanity saw.
+func TestCSISanity(t *testing.T) {
+	testenv.Require(t, "root", "loop", "mkfs.ext4", "csi-sanity")
+	c := rbdtest.Start(t, rbdtest.Options{Auth: "cephx"})
+	key := c.AdminKey(t)
+	sc := startSidecar(t, c, "sanity")
+	dir, socket, logPath := sc.dir, sc.socket, sc.log
+	sanity, err := testenv.LookPath("csi-sanity")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := filepath.Join(dir, "sanity")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
+	defer cancel()
+	run := exec.CommandContext(ctx, sanity,
+		"--csi.endpoint", socket,
+		"--csi.mountdir", filepath.Join(work, "mnt"),
+		"--csi.stagingdir", filepath.Join(work, "stage"),
+		"--csi.testvolumesize", strconv.Itoa(64<<20),
+		"--csi.testvolumeexpandsize", strconv.Itoa(128<<20),
+		"--ginkgo.json-report", filepath.Join(work, "report.json"),
+		"--ginkgo.no-color")
+	out, err := run.CombinedOutput()
+	var exitErr *exec.ExitError
+	if err != nil && !errors.As(err, &exitErr) {
+		t.Fatalf("run csi-sanity: %v\n%s", err, out)
+	}
+	m := sanitySummary.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("csi-sanity printed no summary (%v):\n%s", err, out)
+	}
+	t.Logf("csi-sanity: %s", strings.TrimSpace(string(m[0])))
+	passed, _ := strconv.Atoi(string(m[1]))
+	failed, _ := strconv.Atoi(string(m[2]))
+	if err != nil || failed != 0 || passed == 0 {
+		log, _ := os.ReadFile(logPath)
+		t.Errorf("csi-sanity: %v, %d passed, %d failed:\n%s\nstow-rbd log (tail):\n%s", err, passed, failed, out, tail(log, 80))
+	}
+	for reason, n := range skips(t, filepath.Join(work, "report.json")) {
+		t.Logf("csi-sanity skipped %d specs: %s", n, reason)
+	}
+	sc.stop()
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(log), key) || strings.Contains(string(out), key) {
+		t.Error("the Ceph key shows in the sidecar's log or in csi-sanity's output")
+	}
+	if devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file"); len(devs) > 0 {
+		for _, d := range devs {
+			if b, _ := os.ReadFile(d); strings.HasPrefix(string(b), dir) {
+				t.Errorf("loop device left attached: %s -> %s", d, strings.TrimSpace(string(b)))
+			}
+		}
+	}
+}
+
+// tail returns the last n lines of b.
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// skips reads a Ginkgo JSON report and counts the skipped specs by reason.
+func skips(t *testing.T, path string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read csi-sanity report: %v", err)
+	}
+	var suites []struct {
+		SpecReports []struct {
+			State   string
+			Failure struct{ Message string }
+		}
+	}
+	if err := json.Unmarshal(b, &suites); err != nil {
+		t.Fatalf("decode csi-sanity report %s: %v", path, err)
+	}
+	out := map[string]int{}
+	for _, s := range suites {
+		for _, r := range s.SpecReports {
+			if r.State == "skipped" {
+				out[r.Failure.Message]++
+			}
+		}
+	}
+	return out
+}
+
+// sidecar is a stow-rbd process serving a test cluster, stopped by its PID.
+type sidecar struct {
+	t      *testing.T
+	bin    string
+	args   []string
+	dir    string // holds the binary, the socket, the log and the run directory
+	socket string
+	log    string
+	cmd    *exec.Cmd
+	done   chan error
+}
+
+// startSidecar builds stow-rbd and starts it on the cluster's pool as
+// host, with a cephx keyring given only by --keyring, and waits until it
+// listens. A cleanup stops it.
+func startSidecar(t *testing.T, c *rbdtest.Cluster, host string) *sidecar {
+	t.Helper()
+	// Not t.TempDir: a unix socket path must stay below 108 bytes.
+	dir, err := os.MkdirTemp("", "stowage-rbd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := filepath.Join(dir, "stow-rbd")
+	build := exec.Command("go", "build", "-tags", "ceph,pacific", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build stow-rbd: %v\n%s", err, out)
+	}
+	// A copy of ceph.conf without the keyring line: the key comes only
+	// from --keyring.
+	conf := filepath.Join(dir, "ceph.conf")
+	b, err := os.ReadFile(c.Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := regexp.MustCompile(`(?m)^keyring = .*$`).ReplaceAllString(string(b), "")
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &sidecar{t: t, bin: bin, dir: dir, socket: filepath.Join(dir, "csi.sock"), log: filepath.Join(dir, "stow-rbd.log")}
+	s.args = []string{"--endpoint", "unix://" + s.socket, "--ceph-conf", conf, "--keyring", c.Keyring,
+		"--pool", c.Pool, "--host-id", host, "--run-dir", filepath.Join(dir, "run"), "--log-level", "debug"}
+	t.Cleanup(s.stop)
+	s.start()
+	return s
+}
+
+// start starts the process and waits until its socket accepts connections.
+func (s *sidecar) start() {
+	s.t.Helper()
+	logFile, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer logFile.Close()
+	os.Remove(s.socket) // left by a killed process
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd, s.done = cmd, make(chan error, 1)
+	go func(done chan error) { done <- cmd.Wait() }(s.done)
+	deadline := time.After(60 * time.Second)
+	for {
+		if conn, err := net.DialTimeout("unix", s.socket, time.Second); err == nil {
+			conn.Close()
+			return
+		}
+		select {
+		case err := <-s.done:
+			s.done <- err
+			log, _ := os.ReadFile(s.log)
+			s.t.Fatalf("stow-rbd exited: %v\n%s", err, log)
+		case <-deadline:
+			log, _ := os.ReadFile(s.log)
+			s.t.Fatalf("stow-rbd did not listen on %s within 60s:\n%s", s.socket, log)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// stop sends SIGTERM and fails the test unless the process exits 0 within
+// 30 seconds; repeated calls are fine.
+func (s *sidecar) stop() {
+	s.t.Helper()
+	if s.cmd == nil {
+		return
+	}
+	cmd := s.cmd
+	s.cmd = nil
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		if err != nil {
+			s.t.Errorf("stow-rbd after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		<-s.done
+		s.t.Errorf("stow-rbd did not stop within 30s of SIGTERM")
+	}
+}
+
+// kill9 kills the process with SIGKILL and waits for it.
+func (s *sidecar) kill9() {
+	s.t.Helper()
+	_ = s.cmd.Process.Kill()
+	<-s.done
+	s.cmd = nil
+}

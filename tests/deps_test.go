@@ -208,3 +208,33 @@ func TestDepsRules(t *testing.T) {
 		})
 	}
 }
+
+// TestDepsCephConfined checks that go-ceph stays in the RBD provider and
+// its sidecar: with the build tags that select it (make build-rbd), the
+// static binaries still link neither go-ceph nor the provider, stow-rbd
+// does link go-ceph, and without the tags the provider has no cgo at all.
+func TestDepsCephConfined(t *testing.T) {
+	const tags = "ceph,pacific"
+	for _, main := range []string{"./cmd/volumed", "./cmd/stow", "./cmd/stow-init", "./cmd/stow-provider"} {
+		for _, p := range goList(t, "1", "-tags", tags, "-deps", main) {
+			if strings.HasPrefix(p.ImportPath, "github.com/ceph/go-ceph") || p.ImportPath == module+"/plugins/rbd" {
+				t.Errorf("%s links %s with -tags %s", main, p.ImportPath, tags)
+			}
+		}
+	}
+	ceph := false
+	for _, p := range goList(t, "1", "-tags", tags, "-deps", "./cmd/stow-rbd") {
+		ceph = ceph || strings.HasPrefix(p.ImportPath, "github.com/ceph/go-ceph/rbd")
+	}
+	if !ceph {
+		t.Errorf("stow-rbd links no go-ceph with -tags %s", tags)
+	}
+	for _, p := range goList(t, "1", "-deps", "./cmd/stow-rbd") {
+		if strings.HasPrefix(p.ImportPath, "github.com/ceph/go-ceph") {
+			t.Errorf("stow-rbd links %s without -tags %s", p.ImportPath, tags)
+		}
+		if !p.Standard && len(p.CgoFiles) > 0 {
+			t.Errorf("stow-rbd links %s, which has cgo files %v, without -tags %s", p.ImportPath, p.CgoFiles, tags)
+		}
+	}
+}

@@ -17,7 +17,7 @@ import (
 
 // pipeRun returns a run that copies src to dst through an in-process agent
 // and an in-process SFTP server, as over SSH.
-func pipeRun(t *testing.T, src, dst string) *run {
+func pipeRun(t testing.TB, src, dst string) *run {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	// Agent.

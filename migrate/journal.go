@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/stowage/stowage/migrate/manifest"
 )
 
 // journal is what the source host keeps of a migration between runs, so
@@ -86,7 +88,14 @@ func (j *journal) save(dir string) error {
 	return nil
 }
 
+// hashesPath is where the source's hashes of an unfinished migration are
+// kept, next to its journal.
+func hashesPath(dir, vol string) string { return filepath.Join(dir, vol+".hashes") }
+
 func removeJournal(dir, vol string) error {
+	if err := manifest.RemoveHashes(hashesPath(dir, vol)); err != nil {
+		return err
+	}
 	if err := os.Remove(journalPath(dir, vol)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove migration journal: %w", err)
 	}

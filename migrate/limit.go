@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"hash"
 	"io"
 	"sync"
 	"time"
@@ -49,6 +50,8 @@ type meteredReader struct {
 	r     *io.SectionReader
 	count func(int)
 	lim   *limiter
+	// h, when set, sees every byte read.
+	h hash.Hash
 }
 
 func (m *meteredReader) Size() int64 { return m.r.Size() }
@@ -59,5 +62,8 @@ func (m *meteredReader) Read(p []byte) (int, error) {
 	}
 	n, err := m.r.Read(p)
 	m.count(n)
+	if m.h != nil {
+		m.h.Write(p[:n])
+	}
 	return n, err
 }

@@ -90,21 +90,39 @@ type Options struct {
 	// Source is this host's volumed (control API and plugin socket).
 	Source       *client.Client
 	SourcePlugin *client.Plugin
-	Progress     func(Event)
-	Log          *slog.Logger
+	// Freezer, when set, freezes the containers that hold the source for
+	// the final pass (--live); without one a mounted source is refused.
+	Freezer  Freezer
+	Progress func(Event)
+	Log      *slog.Logger
 }
 
 // Result summarises a finished migration.
 type Result struct {
-	Volume       string        `json:"volume"`
-	Target       string        `json:"target"`
-	TargetVolume string        `json:"target_volume"`
-	Rounds       int           `json:"rounds"`
-	Files        int           `json:"files"`
-	Bytes        int64         `json:"bytes"`
-	SentBytes    int64         `json:"sent_bytes"`
-	DryRun       bool          `json:"dry_run,omitempty"`
-	Duration     time.Duration `json:"duration_ns"`
+	Volume       string `json:"volume"`
+	Target       string `json:"target"`
+	TargetVolume string `json:"target_volume"`
+	Rounds       int    `json:"rounds"`
+	Files        int    `json:"files"`
+	Bytes        int64  `json:"bytes"`
+	SentBytes    int64  `json:"sent_bytes"`
+	// MatchedBytes is file content that delta transfer found on the target
+	// already; ChecksumBytes the block checksums it cost.
+	MatchedBytes  int64 `json:"matched_bytes"`
+	ChecksumBytes int64 `json:"checksum_bytes"`
+	// WireBytes is what the SSH connection carried in both directions.
+	WireBytes int64 `json:"wire_bytes"`
+	// HashedBytes counts the file content read to hash, on this host and
+	// on the target, verification included.
+	HashedBytes int64 `json:"hashed_bytes"`
+	// Phases holds when each phase started; Downtime is from the start of
+	// the final pass (the freeze point) to the target being ready.
+	Phases   []PhaseTime   `json:"phases,omitempty"`
+	Downtime time.Duration `json:"downtime_ns,omitempty"`
+	// Live reports the containers frozen for the final pass.
+	Live     *LiveResult   `json:"live,omitempty"`
+	DryRun   bool          `json:"dry_run,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
 }
 
 func (o *Options) defaults() {
@@ -165,6 +183,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 				volume.ErrUnavailable, opts.Target.Addr(), why, err)
 		}
 	}
+	r.res.WireBytes = r.wire()
 	r.close(context.WithoutCancel(ctx))
 	r.res.Duration = time.Since(r.start)
 	return r.res, err
@@ -177,11 +196,31 @@ func (r *run) targetName() string {
 	return r.opts.Volume
 }
 
+// PhaseTime is when a phase started.
+type PhaseTime struct {
+	Phase string    `json:"phase"`
+	At    time.Time `json:"at"`
+}
+
 func (r *run) emit(e Event) {
 	if e.Elapsed == 0 {
 		e.Elapsed = time.Since(r.start)
 	}
+	if n := len(r.res.Phases); n == 0 || r.res.Phases[n-1].Phase != e.Phase {
+		r.res.Phases = append(r.res.Phases, PhaseTime{Phase: e.Phase, At: time.Now().UTC()})
+	}
+	if e.Wire == 0 {
+		e.Wire = r.wire()
+	}
 	r.opts.Progress(e)
+}
+
+// wire returns the bytes the SSH connection carried so far.
+func (r *run) wire() int64 {
+	if r.conn == nil {
+		return 0
+	}
+	return r.conn.WireBytes()
 }
 
 func (r *run) run(ctx context.Context) error {
@@ -243,6 +282,119 @@ func (r *run) run(ctx context.Context) error {
 	}
 
 	r.emit(Event{Phase: PhasePrepare, Message: fmt.Sprintf("target volume %q on %s", r.res.TargetVolume, o.Target.Host)})
+	// The agent and SFTP sessions start while the volumes are created and
+	// mounted.
+	sessions := r.startSessions()
+	err = r.prepareVolumes(ctx, j, exists, createOpts)
+	if serr := sessions(); err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.ragent.Hello(r.dstRoot); err != nil {
+		return err
+	}
+	r.agent = r.ragent.Client
+
+	// Pre-copy rounds while the volume may still be in use.
+	j.Phase = PhasePrecopy
+	if err := j.save(o.StateDir); err != nil {
+		return err
+	}
+	// Hashes of an interrupted run of this migration, checked against each
+	// file's inode, size, mtime and ctime before use.
+	var prev *manifest.Manifest
+	if interrupted {
+		prev = manifest.LoadHashes(hashesPath(o.StateDir, o.Volume))
+	}
+	for round := 1; round <= o.MaxRounds; round++ {
+		p, srcM, err := r.round(ctx, PhasePrecopy, round, prev)
+		if err != nil {
+			return err
+		}
+		prev = srcM
+		if err := manifest.SaveHashes(hashesPath(o.StateDir, o.Volume), srcM); err != nil {
+			o.Log.Debug("keep hashes", "error", err)
+		}
+		if p.Empty() || p.SendBytes < o.SmallChange {
+			break
+		}
+		// Nothing else has the source mounted: nothing changed it since
+		// the walk, and another pre-copy round would find what the final
+		// pass finds.
+		if m, err := r.foreignMounts(ctx); err == nil && len(m) == 0 {
+			break
+		}
+	}
+
+	// The journal's fsync comes before the freeze point: it may wait for
+	// the file system to write out much else.
+	j.Phase = PhaseFinal
+	if err := j.save(o.StateDir); err != nil {
+		return err
+	}
+	// Final pass: nothing may write. The freeze point: from here until
+	// the switch, nothing may write; with a Freezer the consumers are
+	// frozen here and released on every way out.
+	freeze := time.Now()
+	writers, err := r.stopWriters(ctx)
+	if err != nil {
+		return err
+	}
+	defer writers.release(ctx, false)
+	if _, _, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev); err != nil {
+		return err
+	}
+
+	r.emit(Event{Phase: PhaseVerify, Message: "comparing manifests with content hashes"})
+	if err := r.verify(ctx); err != nil {
+		return err
+	}
+
+	r.emit(Event{Phase: PhaseSwitch, Message: fmt.Sprintf("volume %q is active on %s", r.res.TargetVolume, o.Target.Host)})
+	if err := r.releaseMounts(ctx); err != nil {
+		return err
+	}
+	if err := r.markSource(ctx, writers, to.String()); err != nil {
+		return err
+	}
+	if err := removeJournal(o.StateDir, o.Volume); err != nil {
+		return err
+	}
+	r.res.Downtime = time.Since(freeze)
+	r.emit(Event{Phase: PhaseDone, Files: r.res.Files, Bytes: r.res.SentBytes, BytesTotal: r.res.Bytes})
+	return nil
+}
+
+// startSessions starts the migrate agent and SFTP on the target in the
+// background; the function it returns waits for them and keeps what
+// started in r (for close), with the first error.
+func (r *run) startSessions() func() error {
+	type started struct {
+		agent *remote.Agent
+		sftp  *sftp.Client
+		err   error
+	}
+	ch := make(chan started, 1)
+	go func() {
+		var s started
+		if s.agent, s.err = r.conn.StartAgent(r.opts.RemoteStow); s.err == nil {
+			s.sftp, s.err = r.conn.SFTP()
+		}
+		ch <- s
+	}()
+	return func() error {
+		s := <-ch
+		r.ragent, r.sftp = s.agent, s.sftp
+		return s.err
+	}
+}
+
+// prepareVolumes creates the target volume unless it exists, recording
+// that in the journal first, and mounts both volumes.
+func (r *run) prepareVolumes(ctx context.Context, j *journal, exists bool, createOpts map[string]string) error {
+	o := &r.opts
 	if !exists {
 		j.CreatedTarget = true
 		j.Phase = PhasePrepare
@@ -258,71 +410,13 @@ func (r *run) run(ctx context.Context) error {
 			return err
 		}
 	}
+	var err error
 	if r.dstRoot, err = mountOnce(ctx, r.target, r.tplugin, r.res.TargetVolume); err != nil {
 		return fmt.Errorf("mount the target volume on %s: %w", o.Target.Host, err)
 	}
 	if r.srcRoot, err = mountOnce(ctx, o.Source, o.SourcePlugin, o.Volume); err != nil {
 		return fmt.Errorf("mount the source volume: %w", err)
 	}
-	if r.ragent, err = r.conn.StartAgent(o.RemoteStow); err != nil {
-		return err
-	}
-	if err := r.ragent.Hello(r.dstRoot); err != nil {
-		return err
-	}
-	r.agent = r.ragent.Client
-	if r.sftp, err = r.conn.SFTP(); err != nil {
-		return err
-	}
-
-	// Pre-copy rounds while the volume may still be in use.
-	j.Phase = PhasePrecopy
-	if err := j.save(o.StateDir); err != nil {
-		return err
-	}
-	var prev *manifest.Manifest
-	for round := 1; round <= o.MaxRounds; round++ {
-		p, srcM, err := r.round(ctx, PhasePrecopy, round, prev)
-		if err != nil {
-			return err
-		}
-		prev = srcM
-		if p.Empty() || p.SendBytes < o.SmallChange {
-			break
-		}
-	}
-
-	// Final pass: nothing may write.
-	if n, err := r.otherMounts(ctx); err != nil {
-		return err
-	} else if n > 0 {
-		return fmt.Errorf("%w: volume %q is mounted %d times on this host; stop its containers and rerun to finish (what was copied stays on the target; --live, which freezes them instead, is not supported yet)",
-			volume.ErrInUse, o.Volume, n)
-	}
-	j.Phase = PhaseFinal
-	if err := j.save(o.StateDir); err != nil {
-		return err
-	}
-	if _, _, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev); err != nil {
-		return err
-	}
-
-	r.emit(Event{Phase: PhaseVerify, Message: "comparing manifests with content hashes"})
-	if err := r.verify(ctx); err != nil {
-		return err
-	}
-
-	r.emit(Event{Phase: PhaseSwitch, Message: fmt.Sprintf("volume %q is active on %s", r.res.TargetVolume, o.Target.Host)})
-	if err := r.releaseMounts(ctx); err != nil {
-		return err
-	}
-	if _, err := o.Source.MarkMigrated(ctx, o.Volume, to.String()); err != nil {
-		return fmt.Errorf("mark the source volume migrated (the target is complete): %w", err)
-	}
-	if err := removeJournal(o.StateDir, o.Volume); err != nil {
-		return err
-	}
-	r.emit(Event{Phase: PhaseDone, Files: r.res.Files, Bytes: r.res.SentBytes, BytesTotal: r.res.Bytes})
 	return nil
 }
 
@@ -360,26 +454,52 @@ func (r *run) dryRun(ctx context.Context, exists bool, opts map[string]string) e
 // round walks both sides, plans and carries out the plan.
 func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Manifest) (*plan.Plan, *manifest.Manifest, error) {
 	r.res.Rounds = n
-	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Previous: prev, Exclude: []string{agent.TempDir}})
+	// Both sides walk (and hash what changed) at the same time.
+	var dstM *manifest.Manifest
+	var dstErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		dstM, dstErr = r.agent.Manifest(true)
+	}()
+	// The source's files are hashed lazily: those the target has with the
+	// same size now, to compare content; those sent, as they are read.
+	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Lazy: true, Previous: prev, Exclude: []string{agent.TempDir}})
+	<-got
 	if err != nil {
 		return nil, nil, fmt.Errorf("walk the source volume: %w", err)
 	}
-	r.res.Files, r.res.Bytes = srcM.Totals()
-	dstM, err := r.agent.Manifest(true)
-	if err != nil {
-		return nil, nil, err
+	if dstErr != nil {
+		return nil, nil, dstErr
 	}
+	dst := dstM.Index()
+	if err := srcM.HashWhere(ctx, r.srcRoot, func(e *manifest.Entry) bool {
+		d := dst[e.Path]
+		return d != nil && d.Type == manifest.Regular && d.Size == e.Size
+	}); err != nil {
+		return nil, nil, fmt.Errorf("hash the source volume: %w", err)
+	}
+	r.res.Files, r.res.Bytes = srcM.Totals()
+	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
 	p := plan.Make(srcM, dstM)
 	base := Event{Phase: phase, Round: n, FilesTotal: len(p.Send), BytesTotal: p.SendBytes, Changes: p.Changes()}
 	r.emit(base)
 	if p.Empty() {
 		return p, srcM, nil
 	}
-	m := startMeter(base, r.opts.ProgressInterval, r.emit)
-	err = r.execute(ctx, p, m)
+	if err := r.checkSpace(p, dst); err != nil {
+		return nil, nil, err
+	}
+	m := startMeter(base, r.opts.ProgressInterval, r.emit, r.wire)
+	err = r.execute(ctx, p, dst, srcM.Index(), m)
 	last := m.done()
 	r.res.SentBytes += last.Bytes
+	r.res.MatchedBytes += last.Matched
+	r.res.ChecksumBytes += last.Checksums
 	if err != nil {
+		if ctx.Err() == nil {
+			err = r.spaceError(err, p, dst)
+		}
 		return nil, nil, err
 	}
 	r.emit(last)
@@ -388,14 +508,23 @@ func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Man
 
 // verify compares freshly hashed manifests of both sides.
 func (r *run) verify(ctx context.Context) error {
+	// Both sides hash at the same time.
+	var dstM *manifest.Manifest
+	var dstErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		dstM, dstErr = r.agent.FreshManifest()
+	}()
 	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Exclude: []string{agent.TempDir}})
+	<-got
 	if err != nil {
 		return fmt.Errorf("walk the source volume: %w", err)
 	}
-	dstM, err := r.agent.FreshManifest()
-	if err != nil {
-		return err
+	if dstErr != nil {
+		return dstErr
 	}
+	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
 	diffs := manifest.Diff(srcM, dstM)
 	if len(diffs) == 0 {
 		return nil
@@ -409,15 +538,6 @@ func (r *run) verify(ctx context.Context) error {
 		lines = append(lines, d.String())
 	}
 	return fmt.Errorf("verify: the target differs from the source in %d paths (rerun to copy again):\n  %s", len(diffs), strings.Join(lines, "\n  "))
-}
-
-// otherMounts returns the source's mounts other than the migration's own.
-func (r *run) otherMounts(ctx context.Context) (int, error) {
-	v, err := r.opts.Source.Volume(ctx, r.opts.Volume)
-	if err != nil {
-		return 0, fmt.Errorf("look up the source volume: %w", err)
-	}
-	return v.Mounts - v.MountIDs[MountID], nil
 }
 
 // mountOnce mounts name under MountID unless that mount is counted already

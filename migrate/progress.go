@@ -29,6 +29,14 @@ type Event struct {
 	FilesTotal int   `json:"files_total"`
 	Bytes      int64 `json:"bytes"`
 	BytesTotal int64 `json:"bytes_total"`
+	// Matched is content of the files sent by delta that the target had
+	// already (not sent); Checksums the bytes of block checksums the target
+	// answered for them.
+	Matched   int64 `json:"matched_bytes,omitempty"`
+	Checksums int64 `json:"checksum_bytes,omitempty"`
+	// Wire is what the SSH connection carried so far in both directions,
+	// encryption and every channel included.
+	Wire int64 `json:"wire_bytes,omitempty"`
 	// Changes is the number of entries the round changes on the target.
 	Changes int `json:"changes"`
 	// Rate is bytes per second over the round so far.
@@ -39,19 +47,23 @@ type Event struct {
 
 // meter counts what a round sends and reports it at an interval.
 type meter struct {
-	files atomic.Int64
-	bytes atomic.Int64
-	start time.Time
-	base  Event
-	emit  func(Event)
+	files   atomic.Int64
+	bytes   atomic.Int64
+	matched atomic.Int64
+	sums    atomic.Int64
+	wire    func() int64
+	start   time.Time
+	base    Event
+	emit    func(Event)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
 // startMeter reports base with counts every interval until stopped.
-func startMeter(base Event, every time.Duration, emit func(Event)) *meter {
-	m := &meter{start: time.Now(), base: base, emit: emit, stop: make(chan struct{})}
+// wire, when not nil, returns the bytes on the wire so far.
+func startMeter(base Event, every time.Duration, emit func(Event), wire func() int64) *meter {
+	m := &meter{start: time.Now(), base: base, emit: emit, stop: make(chan struct{}), wire: wire}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -73,6 +85,11 @@ func (m *meter) event() Event {
 	e := m.base
 	e.Files = int(m.files.Load())
 	e.Bytes = m.bytes.Load()
+	e.Matched = m.matched.Load()
+	e.Checksums = m.sums.Load()
+	if m.wire != nil {
+		e.Wire = m.wire()
+	}
 	e.Elapsed = time.Since(m.start)
 	if s := e.Elapsed.Seconds(); s > 0 {
 		e.Rate = float64(e.Bytes) / s

@@ -2,8 +2,11 @@ package migrate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -19,7 +22,8 @@ import (
 
 // execute carries out p: removals, entries, file content (several files in
 // flight over SFTP, committed in batches), hard links, directories.
-func (r *run) execute(ctx context.Context, p *plan.Plan, m *meter) error {
+// Hashes computed while sending go into the source's entries (src).
+func (r *run) execute(ctx context.Context, p *plan.Plan, dst, src map[string]*manifest.Entry, m *meter) error {
 	if err := r.agent.Remove(p.Remove); err != nil {
 		return err
 	}
@@ -30,7 +34,7 @@ func (r *run) execute(ctx context.Context, p *plan.Plan, m *meter) error {
 		if err := r.agent.Prepare(); err != nil {
 			return err
 		}
-		if err := r.send(ctx, p.Send, m); err != nil {
+		if err := r.send(ctx, p.Send, dst, src, m); err != nil {
 			return err
 		}
 	}
@@ -42,11 +46,13 @@ func (r *run) execute(ctx context.Context, p *plan.Plan, m *meter) error {
 
 // send copies the content of files to temporary names on the target and
 // commits them in batches as they complete, so that an interrupted round
-// keeps what it finished.
-func (r *run) send(ctx context.Context, files []manifest.Entry, m *meter) error {
+// keeps what it finished. A large file that the target has in another
+// version (dst) goes by delta.
+func (r *run) send(ctx context.Context, files []manifest.Entry, dst, src map[string]*manifest.Entry, m *meter) error {
 	g, gctx := errgroup.WithContext(ctx)
 	work := make(chan int)
-	done := make(chan agent.Commit)
+	// Senders read ahead while the agent commits a batch.
+	done := make(chan agent.Commit, commitBatch)
 	g.Go(func() error {
 		defer close(work)
 		for i := range files {
@@ -68,14 +74,37 @@ func (r *run) send(ctx context.Context, files []manifest.Entry, m *meter) error 
 				var sent bool
 				var err error
 				// A small file without holes goes inline.
-				if e := &files[i]; e.Size <= inlineMax && e.Blocks*512 >= e.Size {
+				e := &files[i]
+				// sum is the hash of what was read, "" when unknown.
+				var sum string
+				if e.Size <= inlineMax && e.Blocks*512 >= e.Size {
 					c.Inline = true
 					c.Data, sent, err = r.readSmall(gctx, &files[i], m)
+					if int64(len(c.Data)) == e.Size {
+						h := sha256.Sum256(c.Data)
+						sum = hex.EncodeToString(h[:])
+					}
 				} else {
-					sent, err = r.sendFile(gctx, &files[i], c.Temp, m)
+					delta := false
+					if deltaFits(e, dst[e.Path]) {
+						sent, delta, sum, err = r.sendDelta(gctx, e, c.Temp, m)
+					}
+					if err == nil && !delta {
+						sent, sum, err = r.sendFile(gctx, e, c.Temp, m)
+					}
 				}
 				if err != nil {
 					return err
+				}
+				if sent && sum != "" && (e.SHA256 == "" || e.SHA256 == sum) {
+					// The hash of what was read, with the facts of the
+					// walk: a change since shows in the next walk's
+					// facts. What the target got is what was read, so
+					// it keeps the hash too.
+					c.Entry.SHA256, c.Hashed = sum, true
+					if s := src[e.Path]; s != nil {
+						s.SHA256 = sum
+					}
 				}
 				m.files.Add(1)
 				if !sent {
@@ -147,40 +176,62 @@ func (r *run) readSmall(ctx context.Context, e *manifest.Entry, m *meter) ([]byt
 }
 
 // sendFile writes the data regions of one source file to temp on the
-// target; holes are left out (the commit sets the size). A file that
-// vanished since the walk is skipped: the next round removes it.
-func (r *run) sendFile(ctx context.Context, e *manifest.Entry, temp string, m *meter) (bool, error) {
+// target; holes are left out (the commit sets the size). It returns the
+// hash of the content the target then has (what was read, zeros
+// elsewhere). A file that vanished since the walk is skipped: the next
+// round removes it.
+func (r *run) sendFile(ctx context.Context, e *manifest.Entry, temp string, m *meter) (bool, string, error) {
 	f, err := os.Open(r.srcRoot + "/" + e.Path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+		return false, "", nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("open source file: %w", err)
+		return false, "", fmt.Errorf("open source file: %w", err)
 	}
 	defer f.Close()
 	extents, err := manifest.Extents(f, e.Size)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	dst := r.agent.TempPath + "/" + temp
 	out, err := r.sftp.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
-		return false, fmt.Errorf("send %s: create %s on the target: %w", manifest.Quote(e.Path), dst, err)
+		return false, "", fmt.Errorf("send %s: create %s on the target: %w", manifest.Quote(e.Path), dst, err)
 	}
+	h := sha256.New()
+	pos := int64(0) // what h has seen
 	for _, x := range extents {
 		if _, err := out.Seek(x[0], io.SeekStart); err != nil {
 			out.Close()
-			return false, fmt.Errorf("send %s: %w", manifest.Quote(e.Path), err)
+			return false, "", fmt.Errorf("send %s: %w", manifest.Quote(e.Path), err)
 		}
-		in := &meteredReader{ctx: ctx, r: io.NewSectionReader(f, x[0], x[1]), lim: r.lim,
+		hashZeros(h, x[0]-pos)
+		in := &meteredReader{ctx: ctx, r: io.NewSectionReader(f, x[0], x[1]), lim: r.lim, h: h,
 			count: func(n int) { m.bytes.Add(int64(n)) }}
-		if _, err := out.ReadFrom(in); err != nil {
+		n, err := out.ReadFrom(in)
+		if err != nil {
 			out.Close()
-			return false, fmt.Errorf("send %s: %w", manifest.Quote(e.Path), err)
+			return false, "", fmt.Errorf("send %s: %w", manifest.Quote(e.Path), err)
 		}
+		pos = x[0] + n
 	}
 	if err := out.Close(); err != nil {
-		return false, fmt.Errorf("send %s: %w", manifest.Quote(e.Path), err)
+		return false, "", fmt.Errorf("send %s: %w", manifest.Quote(e.Path), err)
 	}
-	return true, nil
+	if pos > e.Size {
+		return true, "", nil
+	}
+	hashZeros(h, e.Size-pos)
+	return true, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+var zeros = make([]byte, 1<<20)
+
+// hashZeros writes n zero bytes to h.
+func hashZeros(h hash.Hash, n int64) {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		h.Write(zeros[:k])
+		n -= k
+	}
 }

@@ -28,7 +28,9 @@ type migrateFlags struct {
 	dryRun     bool
 	resume     bool
 	force      bool
+	abort      bool
 	live       bool
+	after      string
 	acceptNew  bool
 	identity   string
 	knownHosts string
@@ -57,12 +59,21 @@ one. Keys come from ~/.ssh (id_ed25519, id_ecdsa, id_rsa), --identity, or the
 agent at SSH_AUTH_SOCK.
 
 Copying runs in rounds while the volume may still be in use, each sending
-only what changed; the final pass refuses while the volume is mounted.
+only what changed; the final pass refuses while the volume is mounted,
+unless --live: then the containers that hold it, stow's and Docker's, are
+frozen (cgroup freezer, docker pause) for the final pass, verification and
+switch only, then resumed (--after resume; the source then stays writable
+and unmarked, and what they write from then on is not on the target) or
+killed while still frozen (--after stop; they write nothing the target
+misses). A mount that belongs to no such container is refused.
 Then both sides' manifests (content hashes and metadata) must match, the
 target volume becomes ready, and the source volume is marked migrated: it
 mounts read-only from then on, until 'stow volume rm'. An interrupted
 migration continues when run again (--resume insists that one exists);
-what arrived intact is not sent again.
+what arrived intact is not sent again. --abort gives up an interrupted
+migration instead: it releases the migration's mounts and drops its journal;
+a target volume that the migration created is kept unless --force is given
+too, which removes it.
 
 Progress goes to standard output as lines, or JSON lines with --format json.`,
 		Example:               "  stow migrate db ssh://root@hostb\n  stow migrate db 'ssh://hostb:2222/?volume=db2' --bwlimit 50MiB",
@@ -78,8 +89,10 @@ Progress goes to standard output as lines, or JSON lines with --format json.`,
 	fl.StringVar(&f.bwlimit, "bwlimit", "", "limit file content to `RATE` bytes per second, e.g. 50MiB")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "connect and report what would be done; change nothing")
 	fl.BoolVar(&f.resume, "resume", false, "continue an interrupted migration; fail if there is none")
-	fl.BoolVar(&f.force, "force", false, "copy into a target volume that exists already, replacing its content")
-	fl.BoolVar(&f.live, "live", false, "freeze the volume's containers for the final pass (not supported yet)")
+	fl.BoolVar(&f.force, "force", false, "copy into a target volume that exists already, replacing its content; with --abort, remove the target volume this migration created")
+	fl.BoolVar(&f.abort, "abort", false, "give up an interrupted migration: release its mounts and drop its journal")
+	fl.BoolVar(&f.live, "live", false, "freeze the volume's containers (stow and Docker) for the final pass")
+	fl.StringVar(&f.after, "after", afterResume, "with --live, what becomes of the frozen containers after the switch: `resume` or stop")
 	fl.BoolVar(&f.acceptNew, "accept-new-host-key", false, "add the host key of an unknown host to known_hosts")
 	fl.StringVar(&f.identity, "identity", "", "private key `FILE` (default ~/.ssh/id_ed25519, id_ecdsa, id_rsa)")
 	fl.StringVar(&f.knownHosts, "known-hosts", "", "known hosts `FILE` (default ~/.ssh/known_hosts)")
@@ -118,8 +131,11 @@ func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) e
 	if err != nil {
 		return err
 	}
-	if f.live {
-		return fmt.Errorf("%w: --live (freezing the volume's containers for the final pass) is not supported yet; stop them and migrate without it", volume.ErrNotSupported)
+	if f.abort && (f.live || f.dryRun || f.resume) {
+		return fmt.Errorf("--abort does not go with --live, --dry-run or --resume")
+	}
+	if err := checkLiveFlags(cmd, f); err != nil {
+		return err
 	}
 	vopts, err := parseOptions(f.opts)
 	if err != nil {
@@ -201,8 +217,9 @@ func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) e
 				fmt.Fprintln(a.stdout)
 			}
 			line := progressLine(e)
-			if round && e.Rate > 0 && e.BytesTotal > e.Bytes {
-				line += ", ETA " + time.Duration(float64(e.BytesTotal-e.Bytes)/e.Rate*float64(time.Second)).Round(time.Second).String()
+			// What delta transfer found on the target counts as done.
+			if done := e.Bytes + e.Matched; round && e.Rate > 0 && e.BytesTotal > done {
+				line += ", ETA " + time.Duration(float64(e.BytesTotal-done)/e.Rate*float64(time.Second)).Round(time.Second).String()
 			}
 			if round {
 				fmt.Fprint(a.stdout, line)
@@ -215,6 +232,14 @@ func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) e
 			}
 		},
 		Log: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if f.live && !f.abort && !f.dryRun {
+		if opts.Freezer, err = a.newLiveFreezer(st.PluginSocket, f.after); err != nil {
+			return err
+		}
+	}
+	if f.abort {
+		return a.migrateAbort(cmd, opts)
 	}
 	res, err := migrate.Run(cmd.Context(), opts)
 	if inPlace != 0 {
@@ -230,9 +255,44 @@ func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) e
 		_, err = fmt.Fprintf(a.stdout, "dry run: nothing changed\n")
 		return err
 	}
-	_, err = fmt.Fprintf(a.stdout, "migrated %s to %s (volume %s): %d entries, %s, %s sent in %d rounds, %s\n",
-		res.Volume, res.Target, res.TargetVolume, res.Files, bytesText(res.Bytes), bytesText(res.SentBytes), res.Rounds, res.Duration.Round(1e6))
+	_, err = fmt.Fprintf(a.stdout, "migrated %s to %s (volume %s): %d entries, %s, %s sent (%s unchanged by delta, %s on the wire) in %d rounds, %s, final pass to switch %s\n",
+		res.Volume, res.Target, res.TargetVolume, res.Files, bytesText(res.Bytes), bytesText(res.SentBytes), bytesText(res.MatchedBytes),
+		bytesText(res.WireBytes), res.Rounds, res.Duration.Round(1e6), res.Downtime.Round(1e6))
+	if err == nil && res.Live != nil {
+		_, err = fmt.Fprintln(a.stdout, liveLine(res.Live))
+	}
 	return err
+}
+
+// migrateAbort gives up an interrupted migration.
+func (a *app) migrateAbort(cmd *cobra.Command, opts migrate.Options) error {
+	res, err := migrate.Abort(cmd.Context(), opts)
+	if err != nil {
+		return err
+	}
+	if a.json() {
+		return json.NewEncoder(a.stdout).Encode(map[string]any{"abort": res})
+	}
+	fmt.Fprintf(a.stdout, "aborted the migration of %s to %s: journal removed", res.Volume, res.Target)
+	if res.ReleasedSource {
+		fmt.Fprint(a.stdout, ", source mount released")
+	}
+	if res.ReleasedTarget {
+		fmt.Fprint(a.stdout, ", target mount released")
+	}
+	fmt.Fprintln(a.stdout)
+	switch {
+	case res.RemovedTarget:
+		fmt.Fprintf(a.stdout, "removed the target volume %q\n", res.TargetVolume)
+	case res.KeptTarget && res.CreatedTarget:
+		fmt.Fprintf(a.stdout, "kept the target volume %q, which this migration created, with what was copied (--abort --force removes it; now 'stow volume rm %s' on the target does)\n", res.TargetVolume, res.TargetVolume)
+	case res.KeptTarget:
+		fmt.Fprintf(a.stdout, "kept the target volume %q, which existed before: part of its content was replaced\n", res.TargetVolume)
+	}
+	if res.TargetError != "" {
+		fmt.Fprintf(a.stdout, "could not clean up on the target (%s): its volume %q may still hold a mount of the migration\n", res.TargetError, res.TargetVolume)
+	}
+	return nil
 }
 
 // progressLine is one plain line of progress.
@@ -250,6 +310,9 @@ func progressLine(e migrate.Event) string {
 		}
 		if e.Changes > 0 {
 			fmt.Fprintf(&b, ", %d changes", e.Changes)
+		}
+		if e.Matched > 0 {
+			fmt.Fprintf(&b, ", %s unchanged by delta", bytesText(e.Matched))
 		}
 	}
 	if e.Message != "" {

@@ -18,13 +18,16 @@ func TestMigrateBadInput(t *testing.T) {
 		{[]string{"migrate", "db"}, "accepts 2 arg(s)"},
 		{[]string{"migrate", "db", "hostb"}, "use ssh://[user@]host[:port][/?volume=NAME]"},
 		{[]string{"migrate", "db", "ssh://u:pw@hostb"}, "passwords are not accepted"},
-		{[]string{"migrate", "db", "ssh://hostb", "--live"}, "--live"},
+		{[]string{"migrate", "db", "ssh://hostb", "--live", "--after", "later"}, "invalid --after \"later\": use resume or stop"},
+		{[]string{"migrate", "db", "ssh://hostb", "--after", "stop"}, "--after goes with --live only"},
 		{[]string{"migrate", "db", "ssh://hostb", "--bwlimit", "fast"}, "invalid --bwlimit"},
 		{[]string{"migrate", "db", "ssh://hostb", "--bwlimit", "0"}, "at least 1 byte"},
 		{[]string{"migrate", "db", "ssh://hostb", "-p", "a", "-o", "provider=b"}, "provider given twice"},
 		{[]string{"migrate", "db", "ssh://hostb", "-o", "size"}, "use KEY=VALUE"},
 		{[]string{"migrate", "db", "ssh://hostb", "--remote-host", "/x"}, "use unix:///PATH"},
 		{[]string{"migrate", "agent", "a", "b"}, "accepts 2 arg(s)"},
+		{[]string{"migrate", "db", "ssh://hostb", "--abort", "--resume"}, "--abort does not go with --live, --dry-run or --resume"},
+		{[]string{"migrate", "db", "ssh://hostb", "--abort", "--dry-run"}, "--abort does not go with"},
 		{[]string{"migrate", "db", "ssh://hostb"}, "volumed is not reachable"},
 	}
 	for _, tc := range tests {
@@ -49,6 +52,8 @@ func TestProgressLine(t *testing.T) {
 		{migrate.Event{Phase: migrate.PhasePrecopy, Round: 2, Files: 3, FilesTotal: 10, Bytes: 3 << 20, BytesTotal: 10 << 20, Rate: 1 << 20, Changes: 12},
 			"precopy round 2: 3/10 files, 3.0 MiB/10.0 MiB, 1.0 MiB/s, 12 changes"},
 		{migrate.Event{Phase: migrate.PhaseFinal, Round: 3}, "final round 3: 0/0 files, 0 B/0 B"},
+		{migrate.Event{Phase: migrate.PhasePrecopy, Round: 1, Files: 1, FilesTotal: 1, Bytes: 1 << 20, BytesTotal: 100 << 20, Matched: 99 << 20},
+			"precopy round 1: 1/1 files, 1.0 MiB/100.0 MiB, 99.0 MiB unchanged by delta"},
 	}
 	for _, tc := range tests {
 		if got := progressLine(tc.e); got != tc.want {

@@ -80,6 +80,25 @@ func (c *Client) manifest(req *Request) (*manifest.Manifest, error) {
 	return res.Manifest, nil
 }
 
+// Blocks copies the target file path to the temporary file temp and
+// returns the checksums of its blocks of bs bytes.
+func (c *Client) Blocks(path, temp string, bs int) ([]byte, error) {
+	res, err := c.call(&Request{Op: OpBlocks, Paths: []string{path}, Temp: temp, BlockSize: bs})
+	if err != nil {
+		return nil, err
+	}
+	return res.Sums, nil
+}
+
+// Space returns the free space and the size of the target's file system.
+func (c *Client) Space() (free, size int64, err error) {
+	res, err := c.call(&Request{Op: OpSpace})
+	if err != nil {
+		return 0, 0, err
+	}
+	return res.Free, res.Size, nil
+}
+
 // Prepare empties the temporary directory.
 func (c *Client) Prepare() error {
 	_, err := c.call(&Request{Op: OpPrepare})

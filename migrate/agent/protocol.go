@@ -20,7 +20,7 @@ import (
 )
 
 // Version is the protocol version; Hello fails when the two sides differ.
-const Version = 1
+const Version = 2
 
 // TempDir is the name, directly below the tree's root, of the directory
 // where file content arrives before Commit renames it into place.
@@ -52,6 +52,12 @@ const (
 	// OpLink makes each Entry (with LinkTo) a hard link to its LinkTo,
 	// replacing what is at its path.
 	OpLink Op = "link"
+	// OpBlocks copies the target file Paths[0] to the temporary file Temp
+	// and answers the checksums of its blocks of BlockSize bytes (Sums), for
+	// a delta transfer into Temp.
+	OpBlocks Op = "blocks"
+	// OpSpace answers the free space and size of the tree's file system.
+	OpSpace Op = "space"
 	// OpFinish removes TempDir and sets the metadata of the directories
 	// Entries, deepest first, after everything inside them changed.
 	OpFinish Op = "finish"
@@ -67,6 +73,9 @@ type Request struct {
 	Paths   []string
 	Entries []manifest.Entry
 	Commits []Commit
+	// Temp and BlockSize are those of OpBlocks.
+	Temp      string
+	BlockSize int
 }
 
 // Commit names a temporary file (relative to TempDir) and the entry it
@@ -78,6 +87,11 @@ type Commit struct {
 	// Inline says that Data is the content (possibly empty).
 	Inline bool
 	Data   []byte
+	// Hashed says that Entry.SHA256 is the hash of the content sent: the
+	// file did not change while it was read. The agent then keeps the hash
+	// for its next manifest instead of reading the file again (the final
+	// verification hashes afresh all the same).
+	Hashed bool
 }
 
 // Response answers one Request. Err is empty on success.
@@ -86,6 +100,10 @@ type Response struct {
 	Version  int
 	TempPath string
 	Manifest *manifest.Manifest
+	// Sums answers OpBlocks: SumSize bytes per block.
+	Sums []byte
+	// Free and Size answer OpSpace, in bytes.
+	Free, Size int64
 }
 
 // checkPath refuses a path that could leave the tree.

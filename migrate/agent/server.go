@@ -3,10 +3,13 @@ package agent
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/gob"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -68,6 +71,9 @@ type server struct {
 	// prev is the last manifest with hashes, to reuse hashes of files that
 	// did not change.
 	prev *manifest.Manifest
+	// known holds the hashes of files committed since the last manifest,
+	// with the inode facts that make them valid.
+	known map[string]manifest.Entry
 }
 
 // release removes this agent's session record.
@@ -85,6 +91,12 @@ func (s *server) abs(rel string) string {
 }
 
 func (s *server) temp() string { return filepath.Join(s.root, TempDir) }
+
+// hashesPath is where the hashes of the tree's files are kept between
+// agents of one migration.
+func (s *server) hashesPath() string {
+	return hashesPath(s.sessions, s.root)
+}
 
 func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 	if req.Op != OpHello && s.root == "" {
@@ -110,20 +122,41 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 			return Response{}, err
 		}
 		s.root = root
+		// Hashes an earlier agent of the same tree kept.
+		s.prev = manifest.LoadHashes(s.hashesPath())
 		return Response{Version: Version, TempPath: s.temp()}, nil
 	case OpManifest:
 		opts := manifest.WalkOptions{Hash: req.Hash, Exclude: []string{TempDir}}
 		if req.Hash && !req.Fresh {
-			opts.Previous = s.prev
+			opts.Previous = s.previous()
 		}
 		m, err := manifest.Walk(ctx, s.root, opts)
 		if err != nil {
 			return Response{}, fmt.Errorf("walk target: %w", err)
 		}
 		if req.Hash {
-			s.prev = m
+			s.prev, s.known = m, nil
+		}
+		if req.Fresh {
+			// The verification: the migration is at its end.
+			_ = manifest.RemoveHashes(s.hashesPath())
 		}
 		return Response{Manifest: m}, nil
+	case OpSpace:
+		free, size, err := space(s.root)
+		if err != nil {
+			return Response{}, err
+		}
+		return Response{Free: free, Size: size}, nil
+	case OpBlocks:
+		if len(req.Paths) != 1 {
+			return Response{}, fmt.Errorf("blocks: want one path, have %d", len(req.Paths))
+		}
+		sums, err := s.blocks(req.Paths[0], req.Temp, req.BlockSize)
+		if err != nil {
+			return Response{}, err
+		}
+		return Response{Sums: sums}, nil
 	case OpPrepare:
 		if err := os.RemoveAll(s.temp()); err != nil {
 			return Response{}, fmt.Errorf("clear temporary directory: %w", err)
@@ -172,6 +205,13 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 	case OpFinish:
 		if err := os.RemoveAll(s.temp()); err != nil {
 			return Response{}, fmt.Errorf("remove temporary directory: %w", err)
+		}
+		// Keep the hashes for an agent that resumes after this one is cut
+		// off; they are only a cache.
+		if m := s.previous(); m != nil && s.hashesPath() != "" {
+			if err := manifest.SaveHashes(s.hashesPath(), m); err != nil {
+				s.log.Debug("keep hashes", "error", err)
+			}
 		}
 		dirs := slices.Clone(req.Entries)
 		slices.SortFunc(dirs, func(a, b manifest.Entry) int { return cmp.Compare(b.Path, a.Path) })
@@ -222,21 +262,71 @@ func (s *server) commit(c *Commit) error {
 		return fmt.Errorf("commit %s: invalid temporary name %q", manifest.Quote(e.Path), c.Temp)
 	}
 	tmp := filepath.Join(s.temp(), c.Temp)
+	final := s.abs(e.Path)
+	inPlace := false
 	if c.Inline {
+		// A small file new to the target is written in place, which saves
+		// a rename per file: there is nothing to replace, and what an
+		// interruption leaves short, or without its metadata, the next
+		// round's manifest shows and sends again.
+		if _, err := os.Lstat(final); errors.Is(err, fs.ErrNotExist) {
+			tmp, inPlace = final, true
+		}
 		if err := writeNew(tmp, c.Data); err != nil {
 			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
 		}
 	}
-	if err := os.Truncate(tmp, e.Size); err != nil {
-		return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+	if !c.Inline || int64(len(c.Data)) != e.Size {
+		if err := os.Truncate(tmp, e.Size); err != nil {
+			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+		}
 	}
 	if err := setMeta(tmp, e, false); err != nil {
 		return err
 	}
-	if err := replace(tmp, s.abs(e.Path)); err != nil {
-		return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+	if !inPlace {
+		if err := replace(tmp, final); err != nil {
+			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
+		}
+	}
+	sum := ""
+	switch {
+	case c.Inline && int64(len(c.Data)) == e.Size:
+		h := sha256.Sum256(c.Data)
+		sum = hex.EncodeToString(h[:])
+	case c.Hashed:
+		sum = e.SHA256
+	}
+	if sum != "" {
+		if have, _, err := manifest.Stat(s.abs(e.Path), e.Path); err == nil && have.Size == e.Size {
+			have.SHA256 = sum
+			if s.known == nil {
+				s.known = map[string]manifest.Entry{}
+			}
+			s.known[e.Path] = have
+		}
 	}
 	return nil
+}
+
+// previous returns the last manifest with the hashes of the files
+// committed since, for a walk to reuse.
+func (s *server) previous() *manifest.Manifest {
+	if len(s.known) == 0 {
+		return s.prev
+	}
+	m := &manifest.Manifest{}
+	if s.prev != nil {
+		for _, e := range s.prev.Entries {
+			if _, ok := s.known[e.Path]; !ok {
+				m.Entries = append(m.Entries, e)
+			}
+		}
+	}
+	for _, e := range s.known {
+		m.Entries = append(m.Entries, e)
+	}
+	return m
 }
 
 func (s *server) link(e *manifest.Entry) error {

@@ -30,6 +30,11 @@ func sessionPath(dir, root string) string {
 	return filepath.Join(dir, hex.EncodeToString(sum[:8])+".json")
 }
 
+// hashesPath is where the agents of root keep the hashes of its files.
+func hashesPath(dir, root string) string {
+	return strings.TrimSuffix(sessionPath(dir, root), ".json") + ".hashes"
+}
+
 // releaseSession removes the record of root if it is this agent's.
 func releaseSession(dir, root string) {
 	path := sessionPath(dir, root)

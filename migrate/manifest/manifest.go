@@ -12,6 +12,7 @@ package manifest
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -84,6 +85,9 @@ type Entry struct {
 // Manifest is a tree's entries sorted by Path.
 type Manifest struct {
 	Entries []Entry
+	// Hashed is the number of content bytes the walk read to hash (the
+	// rest reused earlier hashes).
+	Hashed int64
 }
 
 // Sort orders the entries by path (byte order, so a directory comes before
@@ -99,6 +103,45 @@ func (m *Manifest) Index() map[string]*Entry {
 		idx[m.Entries[i].Path] = &m.Entries[i]
 	}
 	return idx
+}
+
+// HashWhere hashes the regular files of the tree at root that have no
+// hash yet and for which need is true (for a hard-link group, the group's
+// first path stands for all), and gives the group's other paths the same
+// hash.
+func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entry) bool) error {
+	want := map[string]bool{}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Type == Regular && e.SHA256 == "" && need(e) {
+			want[cmp.Or(e.LinkTo, e.Path)] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	sums := map[string]string{}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.LinkTo != "" || !want[e.Path] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sum, err := HashFile(root + "/" + e.Path)
+		if err != nil {
+			return err
+		}
+		e.SHA256, sums[e.Path] = sum, sum
+		m.Hashed += e.Size
+	}
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.LinkTo != "" && sums[e.LinkTo] != "" {
+			e.SHA256 = sums[e.LinkTo]
+		}
+	}
+	return nil
 }
 
 // Totals returns the number of entries and the bytes of regular files that

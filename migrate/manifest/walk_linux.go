@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"slices"
 
@@ -23,6 +24,9 @@ type WalkOptions struct {
 	Previous *Manifest
 	// Exclude names entries directly below the root that are left out.
 	Exclude []string
+	// Lazy takes hashes from Previous only and leaves the other files
+	// without one, for HashWhere to hash those that need it.
+	Lazy bool
 }
 
 // Walk returns the manifest of the tree at root, without following
@@ -66,6 +70,11 @@ func (w *walker) walk(rel string) error {
 		return err
 	}
 	e, dev, err := Stat(w.abs(rel), rel)
+	if rel != "." && errors.Is(err, fs.ErrNotExist) {
+		// Removed since its directory was read (the tree is in use): the
+		// next walk sees it gone.
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -78,6 +87,9 @@ func (w *walker) walk(rel string) error {
 		return nil
 	}
 	names, err := readNames(w.abs(rel))
+	if rel != "." && errors.Is(err, fs.ErrNotExist) {
+		return nil // removed since it was seen, as above
+	}
 	if err != nil {
 		return err
 	}
@@ -99,6 +111,13 @@ func (w *walker) walk(rel string) error {
 // finish assigns hard-link groups in path order and hashes regular files.
 func (w *walker) finish(m *Manifest) error {
 	first := map[inode]int{}
+	// gone are files removed since the walk saw them.
+	var gone []int
+	defer func() {
+		for _, i := range slices.Backward(gone) {
+			m.Entries = slices.Delete(m.Entries, i, i+1)
+		}
+	}()
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if e.Type != Regular {
@@ -119,14 +138,24 @@ func (w *walker) finish(m *Manifest) error {
 			e.SHA256 = p.SHA256
 			continue
 		}
+		if w.opts.Lazy {
+			continue
+		}
 		if err := w.ctx.Err(); err != nil {
 			return err
 		}
 		sum, err := HashFile(w.abs(e.Path))
+		if errors.Is(err, fs.ErrNotExist) {
+			// Another link of the same inode, if any, takes its place.
+			gone = append(gone, i)
+			delete(first, key)
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		e.SHA256 = sum
+		m.Hashed += e.Size
 	}
 	return nil
 }

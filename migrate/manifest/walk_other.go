@@ -15,6 +15,7 @@ type WalkOptions struct {
 	Hash     bool
 	Previous *Manifest
 	Exclude  []string
+	Lazy     bool
 }
 
 // Walk is not supported on this system.

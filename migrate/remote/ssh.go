@@ -53,6 +53,34 @@ type Conn struct {
 	// closed for it.
 	lost     atomic.Bool
 	interval time.Duration
+	wire     *countingConn
+}
+
+// WireBytes returns the bytes the connection carried so far in both
+// directions (encrypted, every channel included).
+func (c *Conn) WireBytes() int64 {
+	if c.wire == nil {
+		return 0
+	}
+	return c.wire.n.Load()
+}
+
+// countingConn counts the bytes read and written.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Lost returns a description of why the connection was given up, or ""
@@ -119,10 +147,11 @@ func Dial(ctx context.Context, t Target, cfg Config) (*Conn, error) {
 		Timeout:           cfg.Timeout,
 	}
 	d := net.Dialer{Timeout: cfg.Timeout}
-	nc, err := d.DialContext(ctx, "tcp", t.Addr())
+	tc, err := d.DialContext(ctx, "tcp", t.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("%w: connect to %s: %v", volume.ErrUnavailable, t.Addr(), err)
 	}
+	nc := &countingConn{Conn: tc}
 	// The handshake has its own deadline; ctx also ends it.
 	_ = nc.SetDeadline(time.Now().Add(cfg.Timeout))
 	stopWatch := context.AfterFunc(ctx, func() { nc.Close() })
@@ -139,7 +168,7 @@ func Dial(ctx context.Context, t Target, cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("%w: ssh handshake with %s as %s: %v", volume.ErrUnavailable, t.Addr(), userName, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	conn := &Conn{Client: ssh.NewClient(c, chans, reqs), stop: make(chan struct{}), done: make(chan struct{}), interval: cfg.KeepAlive}
+	conn := &Conn{Client: ssh.NewClient(c, chans, reqs), stop: make(chan struct{}), done: make(chan struct{}), interval: cfg.KeepAlive, wire: nc}
 	go conn.keepAlive(cfg.KeepAlive)
 	return conn, nil
 }

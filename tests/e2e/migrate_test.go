@@ -466,3 +466,100 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestMigrateDiskFull: a target volume too small for the data is refused
+// with its name and space before anything is switched; the source stays as
+// it was, and --abort --force removes the target the migration created.
+func TestMigrateDiskFull(t *testing.T) {
+	h := startMigrateHosts(t)
+	testenv.Require(t, "mkfs.ext4", "losetup")
+	h.a.MustStow("volume", "create", "full")
+	var sums string
+	fill(t, h.a, "full", func(p string) {
+		for i := range 3 {
+			migratetest.Run(t, p, "dd", "if=/dev/urandom", fmt.Sprintf("of=f%d", i), "bs=1M", "count=16", "status=none")
+		}
+		sums = migratetest.Run(t, p, "sha256sum", "f0", "f1", "f2")
+	})
+	r := h.migrate("full", h.target(""), "-o", "size=24MiB")
+	if r.Code == 0 {
+		t.Fatalf("migrate 48 MiB into a 24 MiB volume succeeded: %s", r)
+	}
+	for _, want := range []string{"not enough space on the target volume", `volume "full" on ` + strings.Split(h.sshd.Addr, ":")[0], "free of", "needs"} {
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("error lacks %q: %s", want, r.Stderr)
+		}
+	}
+	// A is untouched: not migrated, not mounted, same content.
+	v := h.a.MustStow("--format", "json", "volume", "inspect", "full")
+	if strings.Contains(v, `"migrated_to": "ssh`) || !strings.Contains(v, `"mounts": 0`) {
+		t.Errorf("source volume after a failed migration:\n%s", v)
+	}
+	fill(t, h.a, "full", func(p string) {
+		if got := migratetest.Run(t, p, "sha256sum", "f0", "f1", "f2"); got != sums {
+			t.Errorf("source content changed:\n%s\nwant\n%s", got, sums)
+		}
+	})
+	// The target was created by this migration and is not in use.
+	if v := h.b.MustStow("--format", "json", "volume", "inspect", "full"); !strings.Contains(v, `"mounts": 0`) {
+		t.Errorf("target volume after a failed migration:\n%s", v)
+	}
+	if r := h.migrate("full", h.target(""), "--abort", "--force"); r.Code != 0 || !strings.Contains(r.Stdout, `removed the target volume "full"`) {
+		t.Fatalf("--abort --force: %s", r)
+	}
+	if r := h.b.Stow("volume", "inspect", "full"); r.Code == 0 {
+		t.Errorf("target volume still exists after --abort --force: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(h.state, "full.json")); !os.IsNotExist(err) {
+		t.Errorf("journal left after --abort: %v", err)
+	}
+}
+
+// TestMigrateAbort: --abort after a killed migration releases the mounts it
+// left on both hosts and drops its journal; the target it created is kept
+// without --force.
+func TestMigrateAbort(t *testing.T) {
+	h := startMigrateHosts(t)
+	h.a.MustStow("volume", "create", "ab")
+	fill(t, h.a, "ab", func(p string) {
+		migratetest.Run(t, p, "dd", "if=/dev/urandom", "of=data", "bs=1M", "count=32", "status=none")
+	})
+	if r := h.migrate("ab", h.target(""), "--abort"); r.Code == 0 || !strings.Contains(r.Stderr, `no migration of volume "ab" to abort`) {
+		t.Errorf("--abort without a migration: want a refusal, got %s", r)
+	}
+	m := h.startMigrate(t, "ab", "--bwlimit", "4MiB")
+	if err := m.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.wait(); err == nil {
+		t.Fatal("stow migrate exited 0 after SIGKILL")
+	}
+	if v := h.a.MustStow("--format", "json", "volume", "inspect", "ab"); strings.Contains(v, `"mounts": 0`) {
+		t.Fatalf("the killed migration left no mount of the source to release:\n%s", v)
+	}
+	if r := h.migrate("ab", h.target("/?volume=other"), "--abort"); r.Code == 0 || !strings.Contains(r.Stderr, "abort with that URL") {
+		t.Errorf("--abort with another target: want a refusal, got %s", r)
+	}
+	r := h.migrate("ab", h.target(""), "--abort")
+	if r.Code != 0 {
+		t.Fatalf("--abort: %s", r)
+	}
+	for _, want := range []string{"journal removed", "source mount released", "target mount released", `kept the target volume "ab"`} {
+		if !strings.Contains(r.Stdout, want) {
+			t.Errorf("--abort output lacks %q:\n%s", want, r.Stdout)
+		}
+	}
+	if v := h.a.MustStow("--format", "json", "volume", "inspect", "ab"); !strings.Contains(v, `"mounts": 0`) || strings.Contains(v, `"migrated_to": "ssh`) {
+		t.Errorf("source volume after --abort:\n%s", v)
+	}
+	if v := h.b.MustStow("--format", "json", "volume", "inspect", "ab"); !strings.Contains(v, `"mounts": 0`) {
+		t.Errorf("target volume after --abort:\n%s", v)
+	}
+	if _, err := os.Stat(filepath.Join(h.state, "ab.json")); !os.IsNotExist(err) {
+		t.Errorf("journal left after --abort: %v", err)
+	}
+	// The kept target is an existing volume to a new migration.
+	if r := h.migrate("ab", h.target("")); r.Code == 0 || !strings.Contains(r.Stderr, "--force") {
+		t.Errorf("migrate after --abort into the kept target: want a refusal naming --force, got %s", r)
+	}
+}

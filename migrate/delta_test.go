@@ -1,0 +1,175 @@
+package migrate
+
+import (
+	"bytes"
+	"crypto/rand"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stowage/stowage/internal/testenv"
+	"github.com/stowage/stowage/migrate/migratetest"
+)
+
+// changeBlocks overwrites n random 64 KiB regions of the file at path with
+// random data, keeping its size.
+func changeBlocks(t *testing.T, path string, n int, seed uint64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(seed, 1))
+	buf := make([]byte, 64<<10)
+	regions := fi.Size() / int64(len(buf))
+	for range n {
+		rand.Read(buf)
+		if _, err := f.WriteAt(buf, rng.Int64N(regions)*int64(len(buf))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func writeRandom(t *testing.T, path string, size int) {
+	t.Helper()
+	b := make([]byte, size)
+	rand.Read(b)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeltaTransfer(t *testing.T) {
+	testenv.Require(t, "sha256sum")
+	src, dst := t.TempDir(), t.TempDir()
+	const size = 64 << 20
+	writeRandom(t, filepath.Join(src, "disk.img"), size)
+	r := pipeRun(t, src, dst)
+	ctx := t.Context()
+
+	_, srcM, err := r.round(ctx, PhasePrecopy, 1, nil)
+	if err != nil {
+		t.Fatalf("round 1: %v", err)
+	}
+	if r.res.SentBytes != size || r.res.MatchedBytes != 0 {
+		t.Fatalf("round 1 sent %d bytes and matched %d, want the whole file (%d) and none", r.res.SentBytes, r.res.MatchedBytes, size)
+	}
+
+	// A round with nothing changed reads no content on either side: the
+	// source reuses its hashes, the target those of what it committed.
+	hashed := r.res.HashedBytes
+	p, srcM, err := r.round(ctx, PhasePrecopy, 2, srcM)
+	if err != nil {
+		t.Fatalf("round 2: %v", err)
+	}
+	if !p.Empty() {
+		t.Fatalf("round 2 has %d changes, want none", p.Changes())
+	}
+	if n := r.res.HashedBytes - hashed; n != 0 {
+		t.Errorf("round 2 hashed %d bytes of unchanged files, want 0", n)
+	}
+
+	// 1 % of the file changes in place.
+	changeBlocks(t, filepath.Join(src, "disk.img"), size/100/(64<<10), 7)
+	sent, matched := r.res.SentBytes, r.res.MatchedBytes
+	if _, _, err := r.round(ctx, PhasePrecopy, 3, srcM); err != nil {
+		t.Fatalf("round 3: %v", err)
+	}
+	sent, matched = r.res.SentBytes-sent, r.res.MatchedBytes-matched
+	t.Logf("1%% changed: sent %d bytes (%.2f%%) and %d bytes of checksums, matched %d", sent, 100*float64(sent)/size, r.res.ChecksumBytes, matched)
+	if sent > size/50 {
+		t.Errorf("round 3 sent %d bytes for a 1%% change of %d, want at most 2%%", sent, size)
+	}
+	if sent+matched != size {
+		t.Errorf("round 3 sent %d and matched %d bytes, want them to add up to the size %d", sent, matched, size)
+	}
+	if r.res.ChecksumBytes > size/200 {
+		t.Errorf("checksums took %d bytes, want at most 0.5%% of %d", r.res.ChecksumBytes, size)
+	}
+	if err := r.verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := migratetest.Run(t, src, "sha256sum", "disk.img"), migratetest.Run(t, dst, "sha256sum", "disk.img"); a != b {
+		t.Errorf("content differs after delta transfer:\n%s\n%s", a, b)
+	}
+
+	// The file shrinks and grows: what the target lacks is sent, the rest
+	// cut.
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.Truncate(filepath.Join(src, "disk.img"), size/2+12345))
+	if _, _, err := r.round(ctx, PhasePrecopy, 4, nil); err != nil {
+		t.Fatalf("round 4: %v", err)
+	}
+	f, err := os.OpenFile(filepath.Join(src, "disk.img"), os.O_WRONLY|os.O_APPEND, 0)
+	must(err)
+	_, err = f.Write(bytes.Repeat([]byte("tail"), 1<<18))
+	must(err)
+	must(f.Close())
+	sent = r.res.SentBytes
+	if _, _, err := r.round(ctx, PhasePrecopy, 5, nil); err != nil {
+		t.Fatalf("round 5: %v", err)
+	}
+	if n := r.res.SentBytes - sent; n > 2<<20 {
+		t.Errorf("appending 1 MiB sent %d bytes, want about 1 MiB", n)
+	}
+	if err := r.verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := migratetest.Run(t, src, "sha256sum", "disk.img"), migratetest.Run(t, dst, "sha256sum", "disk.img"); a != b {
+		t.Errorf("content differs after resizing:\n%s\n%s", a, b)
+	}
+}
+
+// TestChangeDuringPrecopy changes a file after a round planned to send it:
+// the round may send either version, the next one must end with the last.
+func TestChangeDuringPrecopy(t *testing.T) {
+	testenv.Require(t, "sha256sum")
+	src, dst := t.TempDir(), t.TempDir()
+	writeRandom(t, filepath.Join(src, "big.bin"), 8<<20)
+	writeRandom(t, filepath.Join(src, "small.bin"), 1000)
+	r := pipeRun(t, src, dst)
+	ctx := t.Context()
+	changed := false
+	r.opts.Progress = func(e Event) {
+		if e.Round == 1 && !changed {
+			changed = true
+			changeBlocks(t, filepath.Join(src, "big.bin"), 4, 3)
+			if err := os.WriteFile(filepath.Join(src, "small.bin"), []byte("rewritten while the round ran"), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	_, srcM, err := r.round(ctx, PhasePrecopy, 1, nil)
+	if err != nil {
+		t.Fatalf("round 1: %v", err)
+	}
+	if !changed {
+		t.Fatal("the round reported no progress before it sent")
+	}
+	p, _, err := r.round(ctx, PhasePrecopy, 2, srcM)
+	if err != nil {
+		t.Fatalf("round 2: %v", err)
+	}
+	if len(p.Send) == 0 {
+		t.Error("round 2 sent nothing after files changed during round 1")
+	}
+	if err := r.verify(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"big.bin", "small.bin"} {
+		if a, b := migratetest.Run(t, src, "sha256sum", name), migratetest.Run(t, dst, "sha256sum", name); a != b {
+			t.Errorf("%s differs after the next round:\n%s\n%s", name, a, b)
+		}
+	}
+}

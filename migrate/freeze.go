@@ -1,0 +1,195 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stowage/stowage/plugins/volume"
+)
+
+// Phases of a live migration, around the final pass.
+const (
+	// PhaseFreeze: the containers that hold the source are being frozen.
+	PhaseFreeze = "freeze"
+	// PhaseRelease: after the switch, they are resumed or stopped.
+	PhaseRelease = "release"
+)
+
+// releaseTimeout bounds the release of frozen consumers. It is counted
+// from a context of its own: an interrupted migration still thaws them.
+const releaseTimeout = 2 * time.Minute
+
+// Freezer stops the writers of a volume for the final pass: the
+// containers that hold it mounted on this host.
+type Freezer interface {
+	// Freeze freezes the holders of the volume's mounts, given as mount IDs
+	// with their counts (the migration's own mount left out), and returns
+	// once all of them are frozen. It is all or nothing: after an error
+	// nothing it froze stays frozen. A mount ID that belongs to no
+	// container it can freeze fails with ErrInUse naming it; ctx ending
+	// fails with its error.
+	Freeze(ctx context.Context, volume string, mounts map[string]int) (*Frozen, error)
+}
+
+// Frozen is what a Freezer froze.
+type Frozen struct {
+	// Consumers names the frozen containers, such as "stow:db" or
+	// "docker:web".
+	Consumers []string
+	// After is what Release does after a switch: "resume" or "stop".
+	After string
+	// Release resumes the consumers, or, when switched is true and After
+	// is "stop", stops them. It is called once, with a ctx that has not
+	// ended.
+	Release func(ctx context.Context, switched bool) error
+}
+
+// LiveResult reports the consumers a live migration froze.
+type LiveResult struct {
+	Consumers []string `json:"consumers"`
+	After     string   `json:"after"`
+	// Frozen is from the start of the freeze to the consumers' release
+	// (resumed or stopped): how long they could not run.
+	Frozen time.Duration `json:"frozen_ns"`
+	// Released says the release succeeded.
+	Released bool `json:"released"`
+}
+
+// writers are the source's consumers, frozen for the final pass.
+type writers struct {
+	r      *run
+	frozen *Frozen
+	start  time.Time
+	once   sync.Once
+	err    error
+}
+
+// stopWriters makes sure nothing but the migration writes the source from
+// here on: with no other mount there is nothing to do; otherwise the
+// Freezer freezes the containers that hold it, or, without one, the
+// migration refuses. The source's file system is then flushed.
+func (r *run) stopWriters(ctx context.Context) (*writers, error) {
+	o := &r.opts
+	w := &writers{r: r, start: time.Now()}
+	mounts, err := r.foreignMounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(mounts) == 0 {
+		return w, nil
+	}
+	if o.Freezer == nil {
+		n := 0
+		for _, c := range mounts {
+			n += c
+		}
+		return nil, fmt.Errorf("%w: volume %q is mounted %d times on this host; stop its containers and rerun to finish, or rerun with --live to freeze them for the final pass (what was copied stays on the target)",
+			volume.ErrInUse, o.Volume, n)
+	}
+	r.emit(Event{Phase: PhaseFreeze, Message: fmt.Sprintf("freezing the holders of %d mounts", len(mounts))})
+	fz, err := o.Freezer.Freeze(ctx, o.Volume, mounts)
+	if err != nil {
+		return nil, fmt.Errorf("freeze the containers of volume %q: %w", o.Volume, err)
+	}
+	w.frozen = fz
+	r.res.Live = &LiveResult{Consumers: fz.Consumers, After: fz.After}
+	// A container that mounted the volume while the others were being
+	// frozen would write unseen.
+	now, err := r.foreignMounts(ctx)
+	if err == nil {
+		for id := range now {
+			if _, ok := mounts[id]; !ok {
+				err = fmt.Errorf("%w: volume %q was mounted again (mount ID %s) while its containers were being frozen; rerun to finish", volume.ErrInUse, o.Volume, id)
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = syncFS(r.srcRoot)
+	}
+	if err != nil {
+		w.release(ctx, false)
+		return nil, err
+	}
+	r.emit(Event{Phase: PhaseFreeze, Message: "froze " + strings.Join(fz.Consumers, ", ")})
+	return w, nil
+}
+
+// foreignMounts returns the source's mount IDs other than the
+// migration's own, with their counts.
+func (r *run) foreignMounts(ctx context.Context) (map[string]int, error) {
+	v, err := r.opts.Source.Volume(ctx, r.opts.Volume)
+	if err != nil {
+		return nil, fmt.Errorf("look up the source volume: %w", err)
+	}
+	m := maps.Clone(v.MountIDs)
+	delete(m, MountID)
+	maps.DeleteFunc(m, func(_ string, n int) bool { return n <= 0 })
+	return m, nil
+}
+
+// release releases the frozen consumers once; later calls return the
+// first call's error. The release has a context of its own, so that an
+// interrupted migration (ctx cancelled) still thaws them, and a failure
+// is logged as well as returned: a deferred call has no one else to tell.
+func (w *writers) release(ctx context.Context, switched bool) error {
+	w.once.Do(func() {
+		if w.frozen == nil {
+			return
+		}
+		r := w.r
+		if switched {
+			r.emit(Event{Phase: PhaseRelease, Message: w.frozen.After + " " + strings.Join(w.frozen.Consumers, ", ")})
+		}
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+		w.err = w.frozen.Release(rctx, switched)
+		r.res.Live.Frozen = time.Since(w.start)
+		r.res.Live.Released = w.err == nil
+		if w.err != nil {
+			w.err = fmt.Errorf("release the containers of volume %q (%s): %w", r.opts.Volume, strings.Join(w.frozen.Consumers, ", "), w.err)
+			r.opts.Log.Error("containers may still be frozen", "volume", r.opts.Volume, "error", w.err)
+		}
+	})
+	return w.err
+}
+
+// unmountWait bounds the wait for stopped consumers' mounts to go.
+const unmountWait = time.Minute
+
+// markSource releases the frozen consumers, as the switch asks, then marks
+// the source migrated to to. Consumers that were resumed keep the source
+// mounted and writable, so it stays unmarked: what they write from now on
+// is not on the target. Stopped ones unmount it as they end.
+func (r *run) markSource(ctx context.Context, w *writers, to string) error {
+	o := &r.opts
+	if err := w.release(ctx, true); err != nil {
+		return err
+	}
+	if w.frozen != nil && w.frozen.After != "stop" {
+		r.emit(Event{Phase: PhaseRelease, Message: fmt.Sprintf("volume %q stays writable here, in use by %s; what they write from now on is not on the target",
+			o.Volume, strings.Join(w.frozen.Consumers, ", "))})
+		return nil
+	}
+	deadline := time.Now().Add(unmountWait)
+	for {
+		_, err := o.Source.MarkMigrated(ctx, o.Volume, to)
+		if err == nil {
+			return nil
+		}
+		// A stopped consumer unmounts the volume once it has ended.
+		if w.frozen == nil || !errors.Is(err, volume.ErrInUse) || time.Now().After(deadline) {
+			return fmt.Errorf("mark the source volume migrated (the target is complete): %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

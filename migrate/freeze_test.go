@@ -1,0 +1,173 @@
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/volumed/api"
+	"github.com/stowage/stowage/volumed/client"
+)
+
+// mountTable is a volumed control API that answers for one volume, "v",
+// with the mount IDs set in it.
+type mountTable struct {
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+func (m *mountTable) set(ids map[string]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ids = maps.Clone(ids)
+}
+
+func (m *mountTable) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.Method != http.MethodGet || r.URL.Path != "/v1/volumes/v" {
+		http.NotFound(w, r)
+		return
+	}
+	v := api.Volume{Name: "v", MountIDs: m.ids}
+	for _, n := range m.ids {
+		v.Mounts += n
+	}
+	json.NewEncoder(w).Encode(v)
+}
+
+func startMountTable(t *testing.T, ids map[string]int) (*mountTable, *client.Client) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mountTable{}
+	m.set(ids)
+	srv := &http.Server{Handler: m}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	c, err := client.New("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, c
+}
+
+// recordingFreezer freezes nothing; it records what it was asked.
+type recordingFreezer struct {
+	mu       sync.Mutex
+	asked    map[string]int
+	released []bool
+	ctxErrs  []error
+	// during runs inside Freeze; releaseErr is what Release returns.
+	during     func()
+	releaseErr error
+}
+
+func (f *recordingFreezer) Freeze(ctx context.Context, vol string, mounts map[string]int) (*Frozen, error) {
+	f.asked = maps.Clone(mounts)
+	if f.during != nil {
+		f.during()
+	}
+	return &Frozen{Consumers: []string{"stow:w"}, After: "resume", Release: func(ctx context.Context, switched bool) error {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.released = append(f.released, switched)
+		f.ctxErrs = append(f.ctxErrs, ctx.Err())
+		return f.releaseErr
+	}}, nil
+}
+
+func testRun(t *testing.T, src *client.Client, f Freezer) *run {
+	opts := Options{Volume: "v", Source: src, Freezer: f, Log: slog.New(slog.DiscardHandler)}
+	opts.defaults()
+	return &run{opts: opts, srcRoot: t.TempDir()}
+}
+
+// TestStopWriters: the source's other mounts are refused without a
+// Freezer, frozen with one, and released exactly once, with a live
+// context even when the migration's was cancelled.
+func TestStopWriters(t *testing.T) {
+	held := map[string]int{MountID: 1, "c1-0": 2, "dockerid": 1}
+	t.Run("not mounted", func(t *testing.T) {
+		_, src := startMountTable(t, map[string]int{MountID: 1})
+		f := &recordingFreezer{}
+		w, err := testRun(t, src, f).stopWriters(t.Context())
+		if err != nil || f.asked != nil {
+			t.Fatalf("stopWriters = %v, asked %v; want nothing frozen", err, f.asked)
+		}
+		if err := w.release(t.Context(), true); err != nil {
+			t.Errorf("release with nothing frozen: %v", err)
+		}
+	})
+	t.Run("no freezer", func(t *testing.T) {
+		_, src := startMountTable(t, held)
+		_, err := testRun(t, src, nil).stopWriters(t.Context())
+		if !errors.Is(err, volume.ErrInUse) || !strings.Contains(err.Error(), "mounted 3 times") || !strings.Contains(err.Error(), "--live") {
+			t.Fatalf("stopWriters without a Freezer = %v; want ErrInUse that counts 3 mounts and names --live", err)
+		}
+	})
+	t.Run("released once with a live context", func(t *testing.T) {
+		_, src := startMountTable(t, held)
+		f := &recordingFreezer{}
+		r := testRun(t, src, f)
+		w, err := r.stopWriters(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]int{"c1-0": 2, "dockerid": 1}; !maps.Equal(f.asked, want) {
+			t.Errorf("asked to freeze %v, want %v (the migration's own mount left out)", f.asked, want)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel() // Ctrl-C
+		if err := w.release(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+		w.release(t.Context(), true)
+		if len(f.released) != 1 || f.released[0] || f.ctxErrs[0] != nil {
+			t.Errorf("Release calls (switched) %v with ctx errors %v; want one, not switched, live ctx", f.released, f.ctxErrs)
+		}
+		if r.res.Live == nil || !r.res.Live.Released || r.res.Live.Consumers[0] != "stow:w" {
+			t.Errorf("Live = %+v", r.res.Live)
+		}
+	})
+	t.Run("mounted again while freezing", func(t *testing.T) {
+		m, src := startMountTable(t, held)
+		f := &recordingFreezer{}
+		f.during = func() { m.set(map[string]int{MountID: 1, "c1-0": 2, "dockerid": 1, "late": 1}) }
+		_, err := testRun(t, src, f).stopWriters(t.Context())
+		if !errors.Is(err, volume.ErrInUse) || !strings.Contains(err.Error(), "late") {
+			t.Fatalf("stopWriters = %v; want ErrInUse naming mount ID late", err)
+		}
+		if len(f.released) != 1 || f.released[0] {
+			t.Errorf("Release calls %v; want one, not switched: nothing stays frozen", f.released)
+		}
+	})
+	t.Run("release fails", func(t *testing.T) {
+		_, src := startMountTable(t, held)
+		f := &recordingFreezer{releaseErr: errors.New("thaw cgroup: boom")}
+		r := testRun(t, src, f)
+		w, err := r.stopWriters(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = w.release(t.Context(), true)
+		if err == nil || !strings.Contains(err.Error(), "stow:w") || !strings.Contains(err.Error(), "boom") {
+			t.Errorf("release = %v; want the error naming the consumer", err)
+		}
+		if r.res.Live.Released {
+			t.Error("Live.Released after a failed release")
+		}
+	})
+}

@@ -2,6 +2,8 @@
 # bench.sh runs stowage's benchmarks (tests/bench) and writes BENCHMARKS.md:
 # the machine, then each benchmark's medians and ratios from this one run.
 # Run as root: make bench. RUNS, CYCLES and VOLUMES scale the work.
+# MIGRATE_SIZE (1GiB), MIGRATE_FILES (100000) and MIGRATE_RUNS (3) scale the
+# migration benchmark (tests/bench/migrate_test.go), read from the environment.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }

@@ -1,0 +1,377 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stowage/stowage/internal/testenv"
+	"github.com/stowage/stowage/migrate"
+	"github.com/stowage/stowage/plugins/volume"
+	"github.com/stowage/stowage/tests/e2e/harness"
+	"github.com/stowage/stowage/volumed/client"
+)
+
+// The migration benchmark's sizes come from the environment, so that
+// bench.sh passes them without flags of their own:
+//
+//	MIGRATE_SIZE   the large file of cases (a) and (c); default 1GiB
+//	MIGRATE_FILES  the small files of case (b); default 100000 (~400 MiB)
+//	MIGRATE_RUNS   pairs per case; default 3
+//	MIGRATE_PHASES when set, logs each stow migrate's phase times
+func migrateEnv(b *testing.B) (size int64, files, runs int) {
+	b.Helper()
+	size = 1 << 30
+	files, runs = 100000, 3
+	if s := os.Getenv("MIGRATE_SIZE"); s != "" {
+		n, err := volume.ParseSize(s)
+		if err != nil {
+			b.Fatalf("MIGRATE_SIZE: %v", err)
+		}
+		size = n
+	}
+	for _, v := range []struct {
+		name string
+		p    *int
+	}{{"MIGRATE_FILES", &files}, {"MIGRATE_RUNS", &runs}} {
+		if s := os.Getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				b.Fatalf("%s=%q: want a positive number", v.name, s)
+			}
+			*v.p = n
+		}
+	}
+	return size, files, runs
+}
+
+// migBench is two hosts made of network namespaces: A runs stow migrate
+// and rsync, B runs sshd; each has its volumed.
+type migBench struct {
+	b        *testing.B
+	bins     harness.Binaries
+	nsA, nsB *harness.Netns
+	sshd     *harness.Sshd
+	a, bv    *harness.Volumed
+	state    string
+	rsyncDir string
+}
+
+// sample is one timed copy.
+type sample struct {
+	secs float64
+	wire int64 // bytes through A's end of the link, both directions
+	res  migrate.Result
+}
+
+// wire returns the bytes A's veth carried so far, both directions.
+func (m *migBench) wire() int64 {
+	m.b.Helper()
+	out, err := m.nsA.Command("ip", "-s", "-j", "link", "show", "dev", m.nsA.Veth).Output()
+	if err != nil {
+		m.b.Fatalf("ip -s link show %s: %v", m.nsA.Veth, err)
+	}
+	var links []struct {
+		Stats struct {
+			RX struct{ Bytes int64 } `json:"rx"`
+			TX struct{ Bytes int64 } `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		m.b.Fatalf("ip -s -j link show %s: %q: %v", m.nsA.Veth, out, err)
+	}
+	return links[0].Stats.RX.Bytes + links[0].Stats.TX.Bytes
+}
+
+// stow migrates vol to B's volume target and returns the engine's result.
+func (m *migBench) stow(vol, target string, extra ...string) sample {
+	m.b.Helper()
+	args := append([]string{"--host", m.a.Host(), "--format", "json", "migrate", vol,
+		fmt.Sprintf("ssh://root@%s/?volume=%s", m.sshd.Addr, target),
+		"--identity", m.sshd.Identity, "--known-hosts", m.sshd.KnownHosts,
+		"--remote-stow", m.bins.Stow, "--remote-host", m.bv.Host(), "--state-dir", m.state}, extra...)
+	cmd := m.nsA.Command(m.bins.Stow, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	w := m.wire()
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		m.b.Fatalf("stow migrate %s: %v\n%s", vol, err, stderr.String())
+	}
+	s := sample{secs: time.Since(start).Seconds(), wire: m.wire() - w}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var last struct{ Result migrate.Result }
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		m.b.Fatalf("stow migrate result %q: %v", lines[len(lines)-1], err)
+	}
+	s.res = last.Result
+	if os.Getenv("MIGRATE_PHASES") != "" {
+		var ph []string
+		for i, p := range s.res.Phases {
+			end := start.Add(time.Duration(s.secs * float64(time.Second)))
+			if i+1 < len(s.res.Phases) {
+				end = s.res.Phases[i+1].At
+			}
+			ph = append(ph, fmt.Sprintf("%s %s", p.Phase, end.Sub(p.At).Round(time.Millisecond)))
+		}
+		m.b.Logf("stow migrate %s: %.3fs: %s; hashed %s", vol, s.secs, strings.Join(ph, ", "), sizeText(s.res.HashedBytes))
+	}
+	return s
+}
+
+// rsync copies the content of A's volume vol to dir on B with
+// rsync -aHAXS --numeric-ids over ssh to the same sshd.
+func (m *migBench) rsync(vol, dir string) sample {
+	m.b.Helper()
+	var s sample
+	m.withMount(vol, func(src string) {
+		sshCmd := fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -p %d",
+			m.sshd.Identity, m.sshd.KnownHosts, m.sshd.Port)
+		cmd := m.nsA.Command("rsync", "-aHAXS", "--numeric-ids", "-e", sshCmd, src+"/", fmt.Sprintf("root@%s:%s/", m.nsB.IP, dir))
+		w := m.wire()
+		start := time.Now()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			m.b.Fatalf("rsync: %v\n%s", err, out)
+		}
+		s = sample{secs: time.Since(start).Seconds(), wire: m.wire() - w}
+	})
+	return s
+}
+
+// withMount mounts A's volume vol for the length of f.
+func (m *migBench) withMount(vol string, f func(path string)) {
+	m.b.Helper()
+	p := client.NewPlugin(m.a.PluginSocket)
+	path, err := p.Mount(context.Background(), vol, "bench")
+	if err != nil {
+		m.b.Fatalf("mount %s: %v", vol, err)
+	}
+	f(path)
+	if err := p.Unmount(context.Background(), vol, "bench"); err != nil {
+		m.b.Fatalf("unmount %s: %v", vol, err)
+	}
+}
+
+// writeRandom writes size pseudo-random bytes to path.
+func writeRandom(b *testing.B, path string, size int64, seed uint64) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.NewChaCha8([32]byte{byte(seed)})
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < size; off += int64(len(buf)) {
+		rng.Read(buf)
+		if _, err := f.Write(buf[:min(int64(len(buf)), size-off)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// changeRegions overwrites 1 % of the file at path, in random 64 KiB
+// regions, keeping its size.
+func changeRegions(b *testing.B, path string, seed uint64) {
+	b.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		b.Fatal(err)
+	}
+	const region = 64 << 10
+	rng := rand.New(rand.NewPCG(seed, 2))
+	buf := make([]byte, region)
+	regions := fi.Size() / region
+	for i := int64(0); i < max(regions/100, 1); i++ {
+		for j := range buf {
+			buf[j] = byte(rng.Uint32())
+		}
+		if _, err := f.WriteAt(buf, rng.Int64N(regions)*region); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// writeSmall writes n files of 1-7 KiB (4 KiB on average) in directories
+// of 1000.
+func writeSmall(b *testing.B, root string, n int) int64 {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(uint64(n), 3))
+	buf := make([]byte, 8<<10)
+	var total int64
+	for i := range n {
+		dir := filepath.Join(root, fmt.Sprintf("d%03d", i/1000))
+		if i%1000 == 0 {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				b.Fatal(err)
+			}
+		}
+		size := 1<<10 + rng.IntN(6<<10)
+		for j := range size {
+			buf[j] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), buf[:size], 0o644); err != nil {
+			b.Fatal(err)
+		}
+		total += int64(size)
+	}
+	return total
+}
+
+// BenchmarkMigrate compares stow migrate with rsync -aHAXS --numeric-ids
+// over the same ssh between two namespace hosts, alternating in pairs: (a)
+// one large file cold, (b) many small files cold, (c) the large file with 1
+// % of it changed after a first copy; and reports the downtime of (c) from
+// the engine's own phase times (final pass start to target ready).
+func BenchmarkMigrate(b *testing.B) {
+	testenv.Require(b, "root", "ip", "nsenter", "sshd", "ssh", "rsync")
+	size, nfiles, runs := migrateEnv(b)
+	m := &migBench{b: b, bins: harness.BuildBinaries(b), state: b.TempDir()}
+	m.nsA, m.nsB = harness.NetnsPair(b)
+	m.sshd = harness.StartSshd(b, m.nsB)
+	m.a = harness.StartVolumed(b, m.bins, "--log-level", "warn")
+	m.bv = harness.StartVolumed(b, m.bins, "--log-level", "warn")
+	rsyncRoot, err := os.MkdirTemp(filepath.Dir(m.bv.Root), "rsync-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(rsyncRoot) })
+
+	// Sources on A: one large file; many small ones; the large file with
+	// 1 % changed.
+	var smallBytes int64
+	for _, v := range []string{"large", "small", "changed"} {
+		m.a.MustStow("volume", "create", v)
+	}
+	m.withMount("large", func(p string) { writeRandom(b, filepath.Join(p, "disk.img"), size, 1) })
+	m.withMount("small", func(p string) { smallBytes = writeSmall(b, p, nfiles) })
+	m.withMount("changed", func(p string) {
+		writeRandom(b, filepath.Join(p, "disk.img"), size, 1)
+		changeRegions(b, filepath.Join(p, "disk.img"), 9)
+	})
+
+	type result struct {
+		name, goal string
+		stow, rs   []sample
+	}
+	cases := []*result{
+		{name: fmt.Sprintf("(a) one file of %s, cold", sizeText(size)), goal: "≤ 1.0"},
+		{name: fmt.Sprintf("(b) %d small files (%s), cold", nfiles, sizeText(smallBytes)), goal: "≤ 0.5"},
+		{name: fmt.Sprintf("(c) one file of %s, 1 %% changed in 64 KiB regions after a first copy", sizeText(size)), goal: "≤ 0.8"},
+	}
+	seq := 0
+	for i := range runs {
+		for k, c := range cases {
+			seq++
+			name := fmt.Sprintf("m%d", seq)
+			dir := filepath.Join(rsyncRoot, name)
+			first := func() {
+				switch k {
+				case 0:
+					c.stow = append(c.stow, m.stow("large", name))
+				case 1:
+					c.stow = append(c.stow, m.stow("small", name))
+				case 2:
+					m.stow("large", name)
+					c.stow = append(c.stow, m.stow("changed", name, "--force"))
+				}
+			}
+			second := func() {
+				switch k {
+				case 0:
+					c.rs = append(c.rs, m.rsync("large", dir))
+				case 1:
+					c.rs = append(c.rs, m.rsync("small", dir))
+				case 2:
+					m.rsync("large", dir)
+					c.rs = append(c.rs, m.rsync("changed", dir))
+				}
+			}
+			if i%2 == 1 {
+				first, second = second, first
+			}
+			first()
+			second()
+			m.bv.MustStow("volume", "rm", name)
+			if err := os.RemoveAll(dir); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+
+	var sb strings.Builder
+	sb.WriteString("### Migration: stow migrate against rsync -aHAXS --numeric-ids over the same ssh\n\n")
+	fmt.Fprintf(&sb, "Two hosts made of network namespaces on one veth link, each with its volumed; %d pairs per case, alternating which goes first. Bytes on the wire are the veth's counters (both directions).\n\n", runs)
+	sb.WriteString("| case | stow migrate median (min-max) | rsync median (min-max) | ratio, median of pairs (min-max); goal | wire stow / rsync (medians) |\n|---|---|---|---|---|\n")
+	for _, c := range cases {
+		st, rs := secs(c.stow), secs(c.rs)
+		ratios := make([]float64, len(st))
+		for i := range st {
+			ratios[i] = st[i] / rs[i]
+		}
+		slo, shi := minMax(st)
+		rlo, rhi := minMax(rs)
+		qlo, qhi := minMax(ratios)
+		fmt.Fprintf(&sb, "| %s | %s (%s-%s) | %s (%s-%s) | **%.2f** (%.2f-%.2f); %s | %s / %s |\n", c.name,
+			ms(median(st)), ms(slo), ms(shi), ms(median(rs)), ms(rlo), ms(rhi), median(ratios), qlo, qhi, c.goal,
+			sizeText(int64(median(wires(c.stow)))), sizeText(int64(median(wires(c.rs)))))
+	}
+	c := cases[2]
+	var down, sent, sums []float64
+	for _, s := range c.stow {
+		down = append(down, s.res.Downtime.Seconds())
+		sent = append(sent, float64(s.res.SentBytes))
+		sums = append(sums, float64(s.res.ChecksumBytes))
+	}
+	lo, hi := minMax(down)
+	fmt.Fprintf(&sb, "\nDowntime of (c), from the start of the final pass (the freeze point) to the target volume ready, from the engine's phase times: median **%s** (%s-%s); goal ≤ 1 s. It is mostly the verification, which hashes every file afresh on both sides. Content sent in (c): %s of %s, with %s of block checksums.\n",
+		ms(median(down)), ms(lo), ms(hi), sizeText(int64(median(sent))), sizeText(size), sizeText(int64(median(sums))))
+	report(b, sb.String())
+}
+
+func secs(s []sample) []float64 {
+	out := make([]float64, len(s))
+	for i := range s {
+		out[i] = s[i].secs
+	}
+	return out
+}
+
+func wires(s []sample) []float64 {
+	out := make([]float64, len(s))
+	for i := range s {
+		out[i] = float64(s[i].wire)
+	}
+	return out
+}
+
+// sizeText is n in binary units.
+func sizeText(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for v := n / unit; v >= unit; v /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -19,8 +19,9 @@
 //
 // Sizes are rounded up to a multiple of 1MiB; a request without a size
 // gets DefaultSize (1GiB). Images are thin: they take space in the cluster
-// only as data is written. Creating a name again with the same size and
-// options returns the existing volume; with others it fails with ErrExists,
+// only as data is written. Creating a name again with the same size (the
+// one it has now, after any Expand) and options returns the existing
+// volume; with others it fails with ErrExists,
 // as it does when an image of that name exists that the provider did not
 // create. The provider records each volume's options in the image's
 // metadata (key "stowage.spec") and treats images without it as foreign:

@@ -64,6 +64,13 @@ func (p *Provider) Expand(ctx context.Context, req volume.ExpandRequest) (int64,
 	if err := img.Resize(uint64(want)); err != nil {
 		return 0, wrap(err, "resize image", strconv.Quote(id))
 	}
+	// The recorded size is the volume's size from now on: a create of the
+	// name (another host taking the volume over) asks for it.
+	grown := have.spec
+	grown.CapacityBytes = want
+	if err := writeSpec(img, grown); err != nil {
+		return 0, err
+	}
 	p.log.InfoContext(ctx, "grew image", "volume", id, "size", want)
 	switch {
 	case online:

@@ -133,10 +133,28 @@ func growFS(ctx context.Context, dev, target, fstype string) error {
 	return fmt.Errorf("%w: file system %q", volume.ErrNotSupported, fstype)
 }
 
-// growOffline grows an unmounted ext4 file system on dev; -f skips the
-// demand for a fresh fsck, as the file system was unmounted cleanly.
+// growOffline grows an unmounted ext4 file system on dev. A file system
+// that a host left mounted when it died or was fenced has a journal to
+// replay, which resize2fs ignores (and mounting would replay over the
+// grown file system): e2fsck replays it and checks the file system first,
+// as resize2fs demands; then -f skips resize2fs's own demand for a fresh
+// check.
 func growOffline(ctx context.Context, dev string) error {
+	if err := fsck(ctx, dev); err != nil {
+		return err
+	}
 	return run(ctx, fsExt4, "resize2fs", "-f", dev)
+}
+
+// fsck replays the journal of the ext4 file system on dev and repairs what
+// e2fsck repairs without asking (-p); it fails when e2fsck leaves errors.
+func fsck(ctx context.Context, dev string) error {
+	err := run(ctx, fsExt4, "e2fsck", "-f", "-p", dev)
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 1 { // errors corrected
+		return nil
+	}
+	return err
 }
 
 // capSysResource is CAP_SYS_RESOURCE, which the kernel demands for growing

@@ -414,6 +414,15 @@ func testExpand(t *testing.T, e *env) {
 		if _, err := p.Expand(ctx, volume.ExpandRequest{VolumeID: online, CapacityBytes: size}); !errors.Is(err, volume.ErrInvalid) {
 			t.Errorf("Expand to less: %v; want ErrInvalid", err)
 		}
+		// A create of the name (another host taking the volume over) asks
+		// for its size now; the size it was created with no longer matches.
+		params := map[string]string{"fs": fs}
+		if v, err := p.Create(ctx, volume.CreateRequest{Name: online, CapacityBytes: 2 * size, Parameters: params}); err != nil || v.CapacityBytes != 2*size {
+			t.Errorf("Create %s with its new size = %+v, %v; want the existing volume", online, v, err)
+		}
+		if _, err := p.Create(ctx, volume.CreateRequest{Name: online, CapacityBytes: size, Parameters: params}); !errors.Is(err, volume.ErrExists) {
+			t.Errorf("Create %s with its old size: %v; want ErrExists", online, err)
+		}
 		s.release(t)
 
 		// Offline: the next Stage grows the file system.

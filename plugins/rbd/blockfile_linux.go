@@ -56,11 +56,17 @@ func serveBlockFile(dir, name string, dev device, readOnly bool) (*blockFile, er
 		MountOptions: fuse.MountOptions{
 			// 1MiB requests instead of the default 128KiB, as RBD objects
 			// are 4MiB.
-			MaxWrite:      1 << 20,
-			DirectMount:   true, // as root, without fusermount
-			FsName:        "rbd:" + name,
-			Name:          "stowage-rbd",
-			DisableXAttrs: true,
+			MaxWrite: 1 << 20,
+			// The loop device's direct I/O submits each request as
+			// asynchronous I/O; without ASYNC_DIO the kernel waits for
+			// each FUSE request in turn, one in flight per device.
+			// Asynchronous requests count against MaxBackground.
+			ExtraCapabilities: fuse.CAP_ASYNC_DIO,
+			MaxBackground:     64,
+			DirectMount:       true, // as root, without fusermount
+			FsName:            "rbd:" + name,
+			Name:              "stowage-rbd",
+			DisableXAttrs:     true,
 			// Reads come from memory, never from a file descriptor.
 			DisableSplice: true,
 			Logger:        log.New(io.Discard, "", 0), // libraries never print

@@ -41,6 +41,10 @@ test-root: ## tests of tests/, plugins/, volumed/ and runtime/ as root, nothing 
 demo: ## run volumed with the local provider and use a volume through the plugin socket (root, no Docker)
 	@tests/scripts/demo.sh
 
+.PHONY: demo-rbd
+demo-rbd: ## run a one-node Ceph cluster, stow-rbd and volumed; use an RBD volume, a snapshot and a copy (root, no Docker)
+	@tests/scripts/demo-rbd.sh
+
 bench: ## run the benchmarks
 	@if [ -x tests/bench/bench.sh ]; then tests/bench/bench.sh; else echo "no benchmarks yet (tests/bench/bench.sh)"; fi
 
@@ -73,6 +77,10 @@ RBD_PKGS := ./plugins/rbd/... ./cmd/stow-rbd/...
 .PHONY: build-rbd test-rbd vet-rbd
 build-rbd: ## build bin/stow-rbd, the Ceph RBD provider's CSI sidecar (cgo; needs librbd-dev)
 	CGO_ENABLED=1 $(GO) build -tags $(RBD_TAGS) -trimpath -ldflags '$(LDFLAGS)' -o bin/stow-rbd ./cmd/stow-rbd
+
+.PHONY: rbd-image
+rbd-image: build-rbd ## build bin/rbd-image.tar, stow-rbd's image for the bundled runtime (stow image import bin/rbd-image.tar stowage-rbd)
+	@tests/scripts/rbd-image.sh bin/rbd-image.tar bin/stow-rbd
 
 vet-rbd:
 	CGO_ENABLED=1 $(GO) vet -tags $(RBD_TAGS) $(RBD_PKGS)

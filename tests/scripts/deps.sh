@@ -21,6 +21,7 @@ default_pkgs=(
 	ceph-common    # ceph, rbd, monmaptool, ceph-authtool
 	librados-dev   # go-ceph (cgo) for plugins/rbd and stow-rbd
 	librbd-dev
+	gcc            # cgo: stow-rbd and the RBD provider's tests
 	uuid-runtime   # uuidgen
 	fuse           # fusermount for the RBD provider's FUSE files
 	fio            # RBD benchmarks

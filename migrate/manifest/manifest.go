@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // Type is the kind of a file.
@@ -76,10 +78,13 @@ type Entry struct {
 
 	// Local facts of the walking host, not compared: they let a later walk
 	// reuse a hash of an unchanged file and the sender find holes.
-	Ino      uint64 `json:"-"`
-	CtimeNS  int64  `json:"-"`
-	Blocks   int64  `json:"-"`
-	HashedAt int64  `json:"-"`
+	Ino     uint64 `json:"-"`
+	CtimeNS int64  `json:"-"`
+	Blocks  int64  `json:"-"`
+	// HashedAt is when the walk that took SHA256 began (ns since the
+	// epoch): the file's stat was taken after it. 0 when the hash came
+	// from elsewhere (see WalkOptions.Settled).
+	HashedAt int64 `json:"-"`
 }
 
 // Manifest is a tree's entries sorted by Path.
@@ -105,6 +110,10 @@ func (m *Manifest) Index() map[string]*Entry {
 	return idx
 }
 
+// hashWorkers is the number of files hashed at the same time: small files
+// cost more in system calls and waits than in hashing.
+const hashWorkers = 4
+
 // HashWhere hashes the regular files of the tree at root that have no
 // hash yet and for which need is true (for a hard-link group, the group's
 // first path stands for all), and gives the group's other paths the same
@@ -120,21 +129,43 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 	if len(want) == 0 {
 		return nil
 	}
-	sums := map[string]string{}
+	var todo []*Entry
 	for i := range m.Entries {
-		e := &m.Entries[i]
-		if e.LinkTo != "" || !want[e.Path] {
-			continue
+		if e := &m.Entries[i]; e.LinkTo == "" && want[e.Path] {
+			todo = append(todo, e)
 		}
-		if err := ctx.Err(); err != nil {
-			return err
+	}
+	// hashWorkers files at a time, as a walk hashes.
+	errs := make([]error, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(hashWorkers, len(todo)) {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(todo) || ctx.Err() != nil {
+					return
+				}
+				todo[k].SHA256, errs[k] = HashFile(root + "/" + todo[k].Path)
+				if errs[k] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sums := map[string]string{}
+	for k, e := range todo {
+		if errs[k] != nil {
+			return errs[k]
 		}
-		sum, err := HashFile(root + "/" + e.Path)
-		if err != nil {
-			return err
+		if e.SHA256 != "" {
+			sums[e.Path] = e.SHA256
+			m.Hashed += e.Size
 		}
-		e.SHA256, sums[e.Path] = sum, sum
-		m.Hashed += e.Size
 	}
 	for i := range m.Entries {
 		if e := &m.Entries[i]; e.LinkTo != "" && sums[e.LinkTo] != "" {

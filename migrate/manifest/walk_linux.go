@@ -10,6 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,12 +30,29 @@ type WalkOptions struct {
 	// Lazy takes hashes from Previous only and leaves the other files
 	// without one, for HashWhere to hash those that need it.
 	Lazy bool
+	// Settled, when set, reuses a hash from Previous only when it was
+	// taken by a walk that saw the file's ctime at least Settled old
+	// (Entry.HashedAt), besides the same inode, size, mtime and ctime: a
+	// change within the same clock tick as the one before it may leave
+	// the ctime as it was, so a hash of a file changed just before its
+	// walk is not kept. Verification sets it (see SettledHash).
+	Settled time.Duration
+	// Settle, with Hash, waits before hashing until every file to hash
+	// has a ctime SettledHash old (at most SettledHash), stating again
+	// those that were younger, so that a later walk with Settled can
+	// reuse all of the hashes.
+	Settle bool
 }
+
+// SettledHash is the age a file's ctime must have had when its hash was
+// taken for a verification to reuse that hash: well above the coarse clock
+// tick (at most 10 ms) that file timestamps are taken from.
+const SettledHash = 100 * time.Millisecond
 
 // Walk returns the manifest of the tree at root, without following
 // symlinks. ctx stops a long walk between files.
 func Walk(ctx context.Context, root string, opts WalkOptions) (*Manifest, error) {
-	w := &walker{ctx: ctx, root: root, opts: opts}
+	w := &walker{ctx: ctx, root: root, opts: opts, start: time.Now().UnixNano()}
 	if opts.Previous != nil {
 		w.prev = opts.Previous.Index()
 	}
@@ -56,6 +76,10 @@ type walker struct {
 	prev    map[string]*Entry
 	entries []Entry
 	devs    map[string]uint64
+	// start is when the walk began: every stat of it came later.
+	start int64
+	// statAt holds, for entries stated again by settle, when that was.
+	statAt map[int]int64
 }
 
 func (w *walker) abs(rel string) string {
@@ -110,6 +134,16 @@ func (w *walker) walk(rel string) error {
 
 // finish assigns hard-link groups in path order and hashes regular files.
 func (w *walker) finish(m *Manifest) error {
+	if err := w.settle(m); err != nil {
+		return err
+	}
+	// The files to hash are hashed first, by a pool of workers; the pass
+	// in path order below takes their hashes (and hashes itself a file
+	// that takes the place of one removed meanwhile).
+	sums, err := w.prefetch(m)
+	if err != nil {
+		return err
+	}
 	first := map[inode]int{}
 	// gone are files removed since the walk saw them.
 	var gone []int
@@ -127,15 +161,15 @@ func (w *walker) finish(m *Manifest) error {
 		if j, ok := first[key]; ok {
 			e.LinkTo = m.Entries[j].Path
 			e.SHA256 = m.Entries[j].SHA256
+			e.HashedAt = m.Entries[j].HashedAt
 			continue
 		}
 		first[key] = i
 		if !w.opts.Hash {
 			continue
 		}
-		if p, ok := w.prev[e.Path]; ok && p.SHA256 != "" && p.Ino == e.Ino && p.Size == e.Size &&
-			p.MtimeNS == e.MtimeNS && p.CtimeNS == e.CtimeNS {
-			e.SHA256 = p.SHA256
+		if p := w.reusable(e); p != nil {
+			e.SHA256, e.HashedAt = p.SHA256, p.HashedAt
 			continue
 		}
 		if w.opts.Lazy {
@@ -144,20 +178,146 @@ func (w *walker) finish(m *Manifest) error {
 		if err := w.ctx.Err(); err != nil {
 			return err
 		}
-		sum, err := HashFile(w.abs(e.Path))
-		if errors.Is(err, fs.ErrNotExist) {
+		r, ok := sums[i]
+		if !ok {
+			r.sum, r.err = HashFile(w.abs(e.Path))
+		}
+		if errors.Is(r.err, fs.ErrNotExist) {
 			// Another link of the same inode, if any, takes its place.
 			gone = append(gone, i)
 			delete(first, key)
 			continue
 		}
-		if err != nil {
-			return err
+		if r.err != nil {
+			return r.err
 		}
-		e.SHA256 = sum
+		e.SHA256, e.HashedAt = r.sum, w.start
+		if at, ok := w.statAt[i]; ok {
+			e.HashedAt = at
+		}
 		m.Hashed += e.Size
 	}
 	return nil
+}
+
+// settle carries out WalkOptions.Settle: it waits until the regular files
+// whose ctime was younger than SettledHash when the walk began are that
+// old, and states them again. A file that is no longer a regular file
+// keeps its entry without a walk time for its hash.
+func (w *walker) settle(m *Manifest) error {
+	if !w.opts.Settle || !w.opts.Hash || w.opts.Lazy {
+		return nil
+	}
+	margin := SettledHash.Nanoseconds()
+	var young []int
+	newest := int64(0)
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Type == Regular && e.CtimeNS > w.start-margin {
+			young = append(young, i)
+			newest = max(newest, e.CtimeNS)
+		}
+	}
+	if len(young) == 0 {
+		return nil
+	}
+	wait := time.Duration(min(newest+margin-time.Now().UnixNano(), margin))
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-w.ctx.Done():
+			t.Stop()
+			return w.ctx.Err()
+		case <-t.C:
+		}
+	}
+	at := time.Now().UnixNano()
+	w.statAt = make(map[int]int64, len(young))
+	for _, i := range young {
+		e := &m.Entries[i]
+		now, dev, err := Stat(w.abs(e.Path), e.Path)
+		if err != nil || now.Type != Regular || dev != w.devs[e.Path] {
+			// Gone or replaced: the hash below is not reused later.
+			w.statAt[i] = 0
+			continue
+		}
+		*e = now
+		w.statAt[i] = at
+	}
+	return nil
+}
+
+// reusable returns the entry of Previous whose hash e may take, or nil.
+func (w *walker) reusable(e *Entry) *Entry {
+	p, ok := w.prev[e.Path]
+	if !ok || p.SHA256 == "" || p.Ino != e.Ino || p.Size != e.Size || p.MtimeNS != e.MtimeNS || p.CtimeNS != e.CtimeNS {
+		return nil
+	}
+	if w.opts.Settled > 0 && (p.HashedAt == 0 || p.CtimeNS > p.HashedAt-w.opts.Settled.Nanoseconds()) {
+		return nil
+	}
+	return p
+}
+
+type hashResult struct {
+	sum string
+	err error
+}
+
+// prefetch hashes, with hashWorkers at a time, the regular files that
+// finish would hash: the first path of each inode that has no reusable
+// hash. It returns the results by entry index.
+func (w *walker) prefetch(m *Manifest) (map[int]hashResult, error) {
+	if !w.opts.Hash || w.opts.Lazy {
+		return nil, nil
+	}
+	seen := map[inode]bool{}
+	var todo []int
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Type != Regular {
+			continue
+		}
+		key := inode{w.devs[e.Path], e.Ino}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		if w.reusable(e) == nil {
+			todo = append(todo, i)
+		}
+	}
+	sums := make(map[int]hashResult, len(todo))
+	if len(todo) == 0 {
+		return sums, nil
+	}
+	results := make([]hashResult, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(hashWorkers, len(todo)) {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= len(todo) || w.ctx.Err() != nil {
+					return
+				}
+				sum, err := HashFile(w.abs(m.Entries[todo[k]].Path))
+				results[k] = hashResult{sum, err}
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.ctx.Err(); err != nil {
+		return nil, err
+	}
+	for k, i := range todo {
+		if r := results[k]; r.sum != "" || r.err != nil {
+			sums[i] = r
+		}
+	}
+	return sums, nil
 }
 
 // HashFile returns the hex SHA-256 of the file at path.

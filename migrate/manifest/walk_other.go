@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"time"
 )
 
 var errNotSupported = errors.New("manifest: not supported on this system")
@@ -16,7 +17,12 @@ type WalkOptions struct {
 	Previous *Manifest
 	Exclude  []string
 	Lazy     bool
+	Settled  time.Duration
+	Settle   bool
 }
+
+// SettledHash is as on Linux.
+const SettledHash = 100 * time.Millisecond
 
 // Walk is not supported on this system.
 func Walk(context.Context, string, WalkOptions) (*Manifest, error) { return nil, errNotSupported }

@@ -84,7 +84,7 @@ func TestCopyRounds(t *testing.T) {
 		t.Errorf("round 2 after a complete round: plan has %d changes (send %d, apply %d, remove %q, link %d, finish %d), want none",
 			p.Changes(), len(p.Send), len(p.Apply), p.Remove, len(p.Link), len(p.Finish))
 	}
-	if err := r.verify(ctx); err != nil {
+	if err := r.verify(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	migratetest.Compare(t, src, dst, tr)
@@ -127,7 +127,7 @@ func TestCopyRounds(t *testing.T) {
 		if p.SendBytes >= tr.SparseAllocated+3<<20 {
 			t.Errorf("round 3 sent %d bytes: more than the changed files", p.SendBytes)
 		}
-		if err := r.verify(ctx); err != nil {
+		if err := r.verify(ctx, nil); err != nil {
 			t.Fatal(err)
 		}
 		paths := func(dir string) string {

@@ -92,7 +92,7 @@ func TestDeltaTransfer(t *testing.T) {
 	if r.res.ChecksumBytes > size/200 {
 		t.Errorf("checksums took %d bytes, want at most 0.5%% of %d", r.res.ChecksumBytes, size)
 	}
-	if err := r.verify(ctx); err != nil {
+	if err := r.verify(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if a, b := migratetest.Run(t, src, "sha256sum", "disk.img"), migratetest.Run(t, dst, "sha256sum", "disk.img"); a != b {
@@ -123,7 +123,7 @@ func TestDeltaTransfer(t *testing.T) {
 	if n := r.res.SentBytes - sent; n > 2<<20 {
 		t.Errorf("appending 1 MiB sent %d bytes, want about 1 MiB", n)
 	}
-	if err := r.verify(ctx); err != nil {
+	if err := r.verify(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	if a, b := migratetest.Run(t, src, "sha256sum", "disk.img"), migratetest.Run(t, dst, "sha256sum", "disk.img"); a != b {
@@ -164,7 +164,7 @@ func TestChangeDuringPrecopy(t *testing.T) {
 	if len(p.Send) == 0 {
 		t.Error("round 2 sent nothing after files changed during round 1")
 	}
-	if err := r.verify(ctx); err != nil {
+	if err := r.verify(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"big.bin", "small.bin"} {

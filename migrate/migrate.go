@@ -328,6 +328,14 @@ func (r *run) run(ctx context.Context) error {
 		}
 	}
 
+	// Both sides hash everything afresh before the freeze, so that the
+	// verification while frozen reads only what changed since (see
+	// verify), and the final pass re-sends what differs already.
+	r.emit(Event{Phase: PhasePrecopy, Round: r.res.Rounds, Message: "hashing both sides afresh before the final pass"})
+	if prev, err = r.freshHashes(ctx); err != nil {
+		return err
+	}
+
 	// The journal's fsync comes before the freeze point: it may wait for
 	// the file system to write out much else.
 	j.Phase = PhaseFinal
@@ -343,12 +351,13 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	defer writers.release(ctx, false)
-	if _, _, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev); err != nil {
+	_, final, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev)
+	if err != nil {
 		return err
 	}
 
 	r.emit(Event{Phase: PhaseVerify, Message: "comparing manifests with content hashes"})
-	if err := r.verify(ctx); err != nil {
+	if err := r.verify(ctx, final); err != nil {
 		return err
 	}
 
@@ -506,9 +515,12 @@ func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Man
 	return p, srcM, nil
 }
 
-// verify compares freshly hashed manifests of both sides.
-func (r *run) verify(ctx context.Context) error {
-	// Both sides hash at the same time.
+// freshHashes hashes every file of both sides afresh, at the same time,
+// and returns the source's manifest. The target's agent keeps its own as
+// the hashes that its verification may reuse. Both walks wait for files
+// changed just before them to settle (at most manifest.SettledHash), so
+// that the verification may reuse every hash of a file unchanged since.
+func (r *run) freshHashes(ctx context.Context) (*manifest.Manifest, error) {
 	var dstM *manifest.Manifest
 	var dstErr error
 	got := make(chan struct{})
@@ -516,7 +528,42 @@ func (r *run) verify(ctx context.Context) error {
 		defer close(got)
 		dstM, dstErr = r.agent.FreshManifest()
 	}()
-	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Exclude: []string{agent.TempDir}})
+	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Settle: true, Exclude: []string{agent.TempDir}})
+	<-got
+	if err != nil {
+		return nil, fmt.Errorf("walk the source volume: %w", err)
+	}
+	if dstErr != nil {
+		return nil, dstErr
+	}
+	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
+	return srcM, nil
+}
+
+// verify compares manifests of both sides with content hashes. Each side
+// hashes afresh every file but those it hashed itself earlier in this
+// migration (freshHashes before the freeze, or a later walk) and whose
+// inode, size, mtime and ctime are unchanged since, the ctime having been
+// at least manifest.SettledHash old when that walk began. Such a file
+// cannot have changed through the file system: every change of content or
+// metadata sets the ctime to the current time, which no user can set back,
+// and the age rules out a change within the same clock tick as the one
+// before it (timestamps come from a coarse clock). Hashes that the other
+// side sent along (the target takes the source's hash for content it
+// received) carry no walk time and are never reused. So the comparison
+// still covers every byte of both sides, each hashed by its own side, while
+// only the files that the final pass changed are read during the downtime.
+func (r *run) verify(ctx context.Context, final *manifest.Manifest) error {
+	// Both sides hash at the same time.
+	var dstM *manifest.Manifest
+	var dstErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		dstM, dstErr = r.agent.VerifyManifest()
+	}()
+	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Previous: final,
+		Settled: manifest.SettledHash, Exclude: []string{agent.TempDir}})
 	<-got
 	if err != nil {
 		return fmt.Errorf("walk the source volume: %w", err)

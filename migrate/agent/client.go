@@ -64,9 +64,17 @@ func (c *Client) Manifest(hash bool) (*manifest.Manifest, error) {
 }
 
 // FreshManifest returns the target's manifest with every file hashed
-// again, for verification.
+// again (before the final pass; VerifyManifest reuses these hashes).
 func (c *Client) FreshManifest() (*manifest.Manifest, error) {
 	return c.manifest(&Request{Op: OpManifest, Hash: true, Fresh: true})
+}
+
+// VerifyManifest returns the target's manifest for the verification: a
+// hash is reused only when the target's own walk took it and the file's
+// inode, size, mtime and ctime are unchanged since, its ctime having been
+// settled then; every other file is hashed afresh.
+func (c *Client) VerifyManifest() (*manifest.Manifest, error) {
+	return c.manifest(&Request{Op: OpManifest, Hash: true, Settled: true})
 }
 
 func (c *Client) manifest(req *Request) (*manifest.Manifest, error) {

@@ -20,7 +20,7 @@ import (
 )
 
 // Version is the protocol version; Hello fails when the two sides differ.
-const Version = 2
+const Version = 3
 
 // TempDir is the name, directly below the tree's root, of the directory
 // where file content arrives before Commit renames it into place.
@@ -70,6 +70,10 @@ type Request struct {
 	Root    string
 	Hash    bool
 	Fresh   bool
+	// Settled (OpManifest) reuses only hashes that this agent's own walks
+	// took of files whose ctime was settled then (manifest.SettledHash):
+	// the verification.
+	Settled bool
 	Paths   []string
 	Entries []manifest.Entry
 	Commits []Commit

@@ -130,6 +130,14 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 		if req.Hash && !req.Fresh {
 			opts.Previous = s.previous()
 		}
+		// A fresh walk waits for young files to settle, so that the
+		// verification can reuse its hashes.
+		opts.Settle = req.Fresh
+		if req.Settled {
+			// Hashes that came with a commit (the sender's) have no
+			// HashedAt and are taken afresh.
+			opts.Settled = manifest.SettledHash
+		}
 		m, err := manifest.Walk(ctx, s.root, opts)
 		if err != nil {
 			return Response{}, fmt.Errorf("walk target: %w", err)
@@ -137,7 +145,7 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 		if req.Hash {
 			s.prev, s.known = m, nil
 		}
-		if req.Fresh {
+		if req.Settled {
 			// The verification: the migration is at its end.
 			_ = manifest.RemoveHashes(s.hashesPath())
 		}

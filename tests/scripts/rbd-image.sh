@@ -34,6 +34,7 @@ provider=${2:+$(realpath "$2")}
 work=$(mktemp -d /tmp/stowage-rbd-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 rootfs=$work/rootfs
+image_name=rbd-image
 mkdir -p "$rootfs"/{bin,etc/ceph,tmp,dev,proc,sys,run,root}
 chmod 1777 "$rootfs/tmp"
 chmod 0700 "$rootfs/root"
@@ -43,48 +44,8 @@ if [ -z "$provider" ]; then
 	(cd "$repo" && CGO_ENABLED=1 go build -tags ceph,pacific -trimpath -o "$provider" ./cmd/stow-rbd)
 fi
 
-# find_program prints the path of a program on PATH or in the sbin
-# directories, where Debian keeps mkfs.
-find_program() {
-	local p
-	if p=$(command -v "$1"); then
-		echo "$p"
-		return
-	fi
-	for dir in /usr/local/sbin /usr/sbin /sbin; do
-		if [ -x "$dir/$1" ]; then
-			echo "$dir/$1"
-			return
-		fi
-	done
-	return 1
-}
-
-# copy_file copies a file (following links) to the same path in the rootfs.
-copy_file() {
-	mkdir -p "$rootfs$(dirname "$1")"
-	cp -L "$1" "$rootfs$1"
-}
-
-# copy_program copies program $1 to $2 in the rootfs (its own path by
-# default), with the libraries and the loader ldd lists for it. The copy keeps
-# the name it was called by: mke2fs acts as mkfs.ext4 when called so.
-copy_program() {
-	local path dest
-	if ! path=$(find_program "$1"); then
-		echo "rbd-image: $1 not found (install it: make deps)" >&2
-		exit 1
-	fi
-	dest=${2:-$path}
-	mkdir -p "$rootfs$(dirname "$dest")"
-	cp -L "$path" "$rootfs$dest"
-	chmod 0755 "$rootfs$dest"
-	# A static program has no libraries: ldd fails on it.
-	{ ldd "$path" 2>/dev/null || true; } | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' |
-		while read -r lib; do
-			[ -e "$rootfs$lib" ] || copy_file "$lib"
-		done
-}
+# shellcheck source=lib/image.sh
+. "$repo/tests/scripts/lib/image.sh"
 
 copy_program "$provider" /bin/stow-rbd
 # librados loads its crypto and compressor plugins from here at run time.
@@ -102,21 +63,5 @@ fi
 for program in mkfs.ext4 e2fsck resize2fs mkfs.xfs xfs_growfs; do
 	copy_program "$program"
 done
-if [ -e /etc/mke2fs.conf ]; then
-	copy_file /etc/mke2fs.conf
-fi
-if find_program busybox >/dev/null; then
-	copy_program busybox /bin/busybox
-	for applet in $("$rootfs/bin/busybox" --list); do
-		case $applet in */*) continue ;; esac
-		[ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
-	done
-fi
-
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$rootfs/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
-
-mkdir -p "$(dirname "$out")"
-tar --numeric-owner --owner=0 --group=0 -C "$rootfs" -cf "$out.tmp" .
-mv "$out.tmp" "$out"
-echo "rbd-image: wrote $out ($(du -h "$out" | cut -f1)); import it with: stow image import $out stowage-rbd"
+finish_rootfs
+write_image "$out" stowage-rbd

@@ -21,6 +21,9 @@ api=$work/api.sock
 csi=$work/rbd.sock
 rbd_pid=
 volumed_pid=
+demo=demo-rbd
+# shellcheck source=lib/demo.sh
+. tests/scripts/lib/demo.sh
 
 # freeport PORT: the first port from PORT on that nothing listens on.
 freeport() {
@@ -41,19 +44,13 @@ cleanup() {
 	# volumed first, then stow-rbd (which unstages what is left), then Ceph.
 	[ -z "$volumed_pid" ] || stopPID "$volumed_pid" volumed || status=1
 	[ -z "$rbd_pid" ] || stopPID "$rbd_pid" stow-rbd || status=1
-	if [ -d "$work" ]; then
-		awk -v r="$work/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r |
-			while read -r m; do umount -l "$m" || true; done
-	fi
+	unmount_under "$work"
 	[ ! -d "$cluster" ] || FAST=1 tests/scripts/ceph.sh stop "$cluster" || status=1
 	rm -rf "$work"
 	if [ $status -ne 0 ]; then echo "demo-rbd: failed (logs above)" >&2; fi
 	exit $status
 }
 trap cleanup EXIT
-
-step() { printf '\n== %s\n' "$*"; }
-stow() { bin/stow --host "unix://$api" --plugin-socket "$plugin" --root "$work/runtime" "$@"; }
 
 # waitsock SOCKET PID NAME: wait until the unix socket answers.
 waitsock() {
@@ -88,11 +85,7 @@ cat "$work/volumed.toml"
 bin/volumed --config "$work/volumed.toml" --root "$root" --plugin-socket "$plugin" --api-socket "$api" \
 	--metrics-addr "" --log-level info &
 volumed_pid=$!
-for _ in $(seq 100); do
-	stow status >/dev/null 2>&1 && break
-	kill -0 "$volumed_pid" 2>/dev/null || { echo "demo-rbd: volumed exited" >&2; volumed_pid=; exit 1; }
-	sleep 0.1
-done
+wait_volumed "$volumed_pid" || { volumed_pid=; exit 1; }
 for _ in $(seq 100); do
 	stow provider ls | grep -q '^rbd .* up' && break
 	sleep 0.1
@@ -104,13 +97,7 @@ stow volume create -p rbd -o size=256MiB -o fs=ext4 pg
 CEPH_CONF=$cluster/ceph.conf rbd info rbd/pg | sed -n '1,6p'
 
 step "import a busybox image into the bundled runtime"
-mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"
-cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-	[ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
-done
-tar -C "$work/rootfs" -cf "$work/busybox.tar" .
-stow image import "$work/busybox.tar" busybox
+import_busybox
 
 step "write from one container (the first mount makes the file system), read from another"
 stow run --rm -v pg:/data busybox sh -c 'echo "first version" > /data/notes.txt && df -h /data'

@@ -21,6 +21,9 @@ port=19163
 while ss -Hltn "sport = :$port" | grep -q .; do port=$((port + 1)); done
 metrics=127.0.0.1:$port
 pid=
+demo=demo
+# shellcheck source=lib/demo.sh
+. tests/scripts/lib/demo.sh
 
 cleanup() {
 	status=$?
@@ -29,18 +32,13 @@ cleanup() {
 		wait "$pid" || status=1
 	fi
 	# Mounts stay in place when volumed stops; unmount what the demo left.
-	if [ -d "$root" ]; then
-		awk -v r="$root/" 'index($5, r) == 1 {print $5}' /proc/self/mountinfo | sort -r |
-			while read -r m; do umount -l "$m" || true; done
-	fi
+	unmount_under "$root"
 	rm -rf "$work"
 	if [ $status -ne 0 ]; then echo "demo: failed (volumed log above)" >&2; fi
 	exit $status
 }
 trap cleanup EXIT
 
-step() { printf '\n== %s\n' "$*"; }
-stow() { bin/stow --host "unix://$api" --plugin-socket "$plugin" --root "$work/runtime" "$@"; }
 plugin() { # plugin ENDPOINT JSON: a request as dockerd sends it
 	curl -sS --fail-with-body --unix-socket "$plugin" -H 'Content-Type: application/json' \
 		-X POST "http://plugin/VolumeDriver.$1" -d "$2"
@@ -51,24 +49,14 @@ step "start volumed (root $root)"
 bin/volumed --root "$root" --plugin-socket "$plugin" --api-socket "$api" --metrics-addr "$metrics" \
 	--log-level info &
 pid=$!
-for _ in $(seq 100); do
-	stow status >/dev/null 2>&1 && break
-	kill -0 "$pid" 2>/dev/null || { echo "demo: volumed exited" >&2; pid=; exit 1; }
-	sleep 0.1
-done
+wait_volumed "$pid" || { pid=; exit 1; }
 stow status
 
 step "stow volume create -o type=fs -o size=64MiB demo"
 stow volume create -o type=fs -o size=64MiB demo
 
 step "import a busybox image into the bundled runtime"
-mkdir -p "$work/rootfs/bin" "$work/rootfs/tmp"
-cp /bin/busybox "$work/rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-	[ "$applet" = busybox ] || ln -s busybox "$work/rootfs/bin/$applet"
-done
-tar -C "$work/rootfs" -cf "$work/busybox.tar" .
-stow image import "$work/busybox.tar" busybox
+import_busybox
 stow images
 
 step "write from one container, read from another"

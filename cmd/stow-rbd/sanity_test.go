@@ -3,15 +3,11 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,11 +15,8 @@ import (
 
 	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/plugins/rbd/rbdtest"
+	"github.com/stowage/stowage/tests/e2e/harness"
 )
-
-// sanitySummary matches Ginkgo's summary line, e.g.
-// "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 31 Skipped".
-var sanitySummary = regexp.MustCompile(`(?m)^.*?(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped.*$`)
 
 // TestCSISanity builds stow-rbd, serves a real cluster's pool with it (as
 // the command line the scripts use, with a cephx keyring) and runs the CSI
@@ -35,41 +28,10 @@ func TestCSISanity(t *testing.T) {
 	key := c.AdminKey(t)
 	sc := startSidecar(t, c, "sanity")
 	dir, socket, logPath := sc.dir, sc.socket, sc.log
-	sanity, err := testenv.LookPath("csi-sanity")
-	if err != nil {
-		t.Fatal(err)
-	}
-	work := filepath.Join(dir, "sanity")
-	if err := os.Mkdir(work, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Minute)
-	defer cancel()
-	run := exec.CommandContext(ctx, sanity,
-		"--csi.endpoint", socket,
-		"--csi.mountdir", filepath.Join(work, "mnt"),
-		"--csi.stagingdir", filepath.Join(work, "stage"),
-		"--csi.testvolumesize", strconv.Itoa(64<<20),
-		"--csi.testvolumeexpandsize", strconv.Itoa(128<<20),
-		"--ginkgo.json-report", filepath.Join(work, "report.json"),
-		"--ginkgo.no-color")
-	out, err := run.CombinedOutput()
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("run csi-sanity: %v\n%s", err, out)
-	}
-	m := sanitySummary.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("csi-sanity printed no summary (%v):\n%s", err, out)
-	}
-	t.Logf("csi-sanity: %s", strings.TrimSpace(string(m[0])))
-	passed, _ := strconv.Atoi(string(m[1]))
-	failed, _ := strconv.Atoi(string(m[2]))
-	if err != nil || failed != 0 || passed == 0 {
-		log, _ := os.ReadFile(logPath)
-		t.Errorf("csi-sanity: %v, %d passed, %d failed:\n%s\nstow-rbd log (tail):\n%s", err, passed, failed, out, tail(log, 80))
-	}
-	for reason, n := range skips(t, filepath.Join(work, "report.json")) {
+	r := harness.CSISanity(t, socket, harness.SanityOptions{
+		Dir: dir, VolumeSize: 64 << 20, ExpandSize: 128 << 20, Timeout: 15 * time.Minute, Log: logPath,
+	})
+	for reason, n := range r.Skips {
 		t.Logf("csi-sanity skipped %d specs: %s", n, reason)
 	}
 	sc.stop()
@@ -77,7 +39,7 @@ func TestCSISanity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(log), key) || strings.Contains(string(out), key) {
+	if strings.Contains(string(log), key) || strings.Contains(string(r.Output), key) {
 		t.Error("the Ceph key shows in the sidecar's log or in csi-sanity's output")
 	}
 	if devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file"); len(devs) > 0 {
@@ -87,42 +49,6 @@ func TestCSISanity(t *testing.T) {
 			}
 		}
 	}
-}
-
-// tail returns the last n lines of b.
-func tail(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// skips reads a Ginkgo JSON report and counts the skipped specs by reason.
-func skips(t *testing.T, path string) map[string]int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read csi-sanity report: %v", err)
-	}
-	var suites []struct {
-		SpecReports []struct {
-			State   string
-			Failure struct{ Message string }
-		}
-	}
-	if err := json.Unmarshal(b, &suites); err != nil {
-		t.Fatalf("decode csi-sanity report %s: %v", path, err)
-	}
-	out := map[string]int{}
-	for _, s := range suites {
-		for _, r := range s.SpecReports {
-			if r.State == "skipped" {
-				out[r.Failure.Message]++
-			}
-		}
-	}
-	return out
 }
 
 // sidecar is a stow-rbd process serving a test cluster, stopped by its PID.

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,9 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -150,51 +147,21 @@ func (p *csiProvider) kill9() {
 	<-p.done
 }
 
-// sanitySummary matches Ginkgo's summary line, e.g.
-// "SUCCESS! -- 60 Passed | 0 Failed | 0 Pending | 31 Skipped".
-var sanitySummary = regexp.MustCompile(`(?m)^.*?(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped.*$`)
-
 // TestCSISanityLocal runs the CSI conformance suite, csi-sanity, against
 // the local provider served by `stow provider serve local`.
 func TestCSISanityLocal(t *testing.T) {
 	testenv.Require(t, "root", "loop", "mkfs.ext4", "csi-sanity")
 	p := startCSIProvider(t, harness.BuildBinaries(t))
-	sanity, err := testenv.LookPath("csi-sanity")
-	if err != nil {
-		t.Fatal(err)
+	r := harness.CSISanity(t, p.Socket, harness.SanityOptions{
+		Dir: filepath.Dir(p.Socket), VolumeSize: 64 << 20, Timeout: 10 * time.Minute,
+	})
+	if t.Failed() {
+		t.FailNow()
 	}
-	work := filepath.Join(filepath.Dir(p.Socket), "sanity")
-	if err := os.Mkdir(work, 0o755); err != nil { // csi-sanity makes only the last element
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, sanity,
-		"--csi.endpoint", p.Socket,
-		"--csi.mountdir", filepath.Join(work, "mnt"),
-		"--csi.stagingdir", filepath.Join(work, "stage"),
-		"--csi.testvolumesize", strconv.Itoa(64<<20),
-		"--ginkgo.json-report", filepath.Join(work, "report.json"),
-		"--ginkgo.no-color")
-	out, err := cmd.CombinedOutput()
-	var exitErr *exec.ExitError
-	if err != nil && !errors.As(err, &exitErr) {
-		t.Fatalf("run csi-sanity: %v\n%s", err, out)
-	}
-	m := sanitySummary.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("csi-sanity printed no summary (%v):\n%s", err, out)
-	}
-	t.Logf("csi-sanity: %s", strings.TrimSpace(string(m[0])))
-	passed, _ := strconv.Atoi(string(m[1]))
-	failed, _ := strconv.Atoi(string(m[2]))
-	if err != nil || failed != 0 || passed == 0 {
-		t.Fatalf("csi-sanity: %v, %d passed, %d failed:\n%s", err, passed, failed, out)
-	}
-	if m := harness.MountsUnder(t, work); len(m) != 0 {
+	if m := harness.MountsUnder(t, r.Work); len(m) != 0 {
 		t.Errorf("csi-sanity left mounts: %v", m)
 	}
-	for reason, n := range sanitySkips(t, filepath.Join(work, "report.json")) {
+	for reason, n := range r.Skips {
 		if !notImplemented(reason) {
 			t.Errorf("csi-sanity skipped %d specs for %q, which the driver should offer", n, reason)
 		}
@@ -216,34 +183,6 @@ func notImplemented(reason string) bool {
 		"ControllerModifyVolume", "Modify volume", "Modify Volume", "GroupControllerService", "GetCapacity",
 		"ControllerGetVolumeHealth", "ControllerListVolumeHealth", "NodeGetVolumeHealth", "NodeGetStorageHealth",
 	}, feature)
-}
-
-// sanitySkips reads a Ginkgo JSON report and counts the skipped specs by
-// reason.
-func sanitySkips(t *testing.T, path string) map[string]int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read csi-sanity report: %v", err)
-	}
-	var suites []struct {
-		SpecReports []struct {
-			State   string
-			Failure struct{ Message string }
-		}
-	}
-	if err := json.Unmarshal(b, &suites); err != nil {
-		t.Fatalf("decode csi-sanity report %s: %v", path, err)
-	}
-	skips := map[string]int{}
-	for _, s := range suites {
-		for _, r := range s.SpecReports {
-			if r.State == "skipped" {
-				skips[r.Failure.Message]++
-			}
-		}
-	}
-	return skips
 }
 
 // providerState returns `stow provider ls` for the named provider.

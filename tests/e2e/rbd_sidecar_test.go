@@ -1,14 +1,11 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/plugins/rbd/rbdtest"
@@ -55,42 +52,13 @@ func TestRBDSidecar(t *testing.T) {
 	bins := harness.BuildBinaries(t)
 	stowRBD := harness.BuildStowRBD(t)
 
-	// Not t.TempDir: the sidecar's socket path must stay below 108 bytes.
-	base, err := os.MkdirTemp("", "stowage-rsc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		root    = filepath.Join(base, "root")    // volumed's root, the sidecar's mount_dir
-		rtRoot  = filepath.Join(base, "runtime") // the runtime root of the sidecar and of stow run
-		sockDir = filepath.Join(base, "csi")
-		dataDir = filepath.Join(base, "data")
-	)
 	const container = "stowage-sidecar-rbd"
-	rt := &runtimeSidecar{t: t, stow: bins.Stow, root: rtRoot}
-	t.Cleanup(func() {
-		harness.Sweep(t, base)
-		if err := os.RemoveAll(base); err != nil {
-			t.Errorf("remove %s: %v", base, err)
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", container, rt.run("logs", container).Stdout)
-		}
-		// SIGTERM first: stow-rbd unstages what is left and unmounts its
-		// FUSE files.
-		if r := rt.run("stop", "-t", "30", container); r.Code != 0 && !strings.Contains(r.Stderr, "not found") {
-			t.Errorf("stow stop %s: %s", container, r)
-		}
-		if r := rt.run("rm", "-f", container); r.Code != 0 && !strings.Contains(r.Stderr, "not found") {
-			t.Errorf("stow rm -f %s: %s", container, r)
-		}
-	})
-	for _, dir := range []string{rtRoot, dataDir} {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	// SIGTERM first: stow-rbd unstages what is left and unmounts its FUSE
+	// files.
+	dirs, rt := newVolumedSidecar(t, bins.Stow, "stowage-rsc-", container, "30")
+	base, root, rtRoot, sockDir, dataDir := dirs.base, dirs.root, dirs.rtRoot, dirs.sockDir, dirs.dataDir
+	if err := os.Mkdir(dataDir, 0o755); err != nil {
+		t.Fatal(err)
 	}
 	keyring, err := os.ReadFile(c.Keyring)
 	if err != nil {
@@ -103,14 +71,7 @@ func TestRBDSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tarball := filepath.Join(base, "rbd-image.tar")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	script := filepath.Join("..", "scripts", "rbd-image.sh")
-	if out, err := exec.CommandContext(ctx, script, tarball, stowRBD).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", script, err, out)
-	}
-	rt.must("image", "import", tarball, "stowage-rbd")
+	rt.buildImage(base, "rbd-image.sh", stowRBD, "stowage-rbd")
 	rt.must("image", "import", busyboxTarball(t), "bb")
 
 	config := filepath.Join(base, "volumed.toml")

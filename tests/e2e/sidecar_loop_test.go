@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/stowage/stowage/internal/testenv"
-	"github.com/stowage/stowage/plugins/csi"
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/tests/e2e/harness"
 )
@@ -26,12 +25,7 @@ import (
 func TestRuntimeSidecarLoopAfterRestart(t *testing.T) {
 	testenv.Require(t, "root", "loop", "mkfs.ext4", "mkfs.xfs", "ldd", "tar")
 	s := newRuntimeSidecar(t, harness.BuildBinaries(t))
-	s.start("loop-1")
-	c, err := csi.Dial("unix://"+s.socket(), csi.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialRuntimeSidecar(t, s, "loop-1")
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
@@ -39,16 +33,7 @@ func TestRuntimeSidecarLoopAfterRestart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateVolume: %v", err)
 	}
-	staging, target := filepath.Join(s.mnt, "staging", "v"), filepath.Join(s.mnt, "mounts", "v")
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Stage(ctx, volume.StageRequest{VolumeID: vol.ID, StagingPath: staging, Access: volume.SingleNodeWriter}); err != nil {
-		t.Fatalf("NodeStageVolume: %v", err)
-	}
-	if err := c.Publish(ctx, volume.PublishRequest{VolumeID: vol.ID, StagingPath: staging, TargetPath: target, Access: volume.SingleNodeWriter}); err != nil {
-		t.Fatalf("NodePublishVolume: %v", err)
-	}
+	staging, target := s.stagePublish(ctx, c, vol.ID, "v")
 	staged := hostMountAt(t, staging)
 	if staged == nil || !strings.HasPrefix(staged.Source, "/dev/loop") {
 		t.Fatalf("the host has no loop device mounted at the staging path: %+v", staged)

@@ -17,7 +17,6 @@ import (
 	"github.com/moby/sys/mountinfo"
 
 	"github.com/stowage/stowage/internal/testenv"
-	"github.com/stowage/stowage/plugins/csi"
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/runtime/container"
 	"github.com/stowage/stowage/tests/e2e/harness"
@@ -73,15 +72,7 @@ func newRuntimeSidecar(t *testing.T, bins harness.Binaries) *runtimeSidecar {
 			t.Fatal(err)
 		}
 	}
-	tarball := filepath.Join(dir, "provider-image.tar")
-	provider := filepath.Join(filepath.Dir(bins.Stow), "stow-provider")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	script := filepath.Join("..", "scripts", "provider-image.sh")
-	if out, err := exec.CommandContext(ctx, script, tarball, provider).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", script, err, out)
-	}
-	s.must("image", "import", tarball, "stowage-provider")
+	s.buildImage(dir, "provider-image.sh", filepath.Join(filepath.Dir(bins.Stow), "stow-provider"), "stowage-provider")
 	return s
 }
 
@@ -175,12 +166,7 @@ func hostMountAt(t *testing.T, path string) *mountinfo.Info {
 func TestRuntimeProviderSidecar(t *testing.T) {
 	testenv.Require(t, "root", "loop", "mkfs.ext4", "mkfs.xfs", "ldd", "tar")
 	s := newRuntimeSidecar(t, harness.BuildBinaries(t))
-	s.start("provider-1")
-	c, err := csi.Dial("unix://"+s.socket(), csi.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialRuntimeSidecar(t, s, "provider-1")
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 
@@ -191,16 +177,7 @@ func TestRuntimeProviderSidecar(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(s.data, vol.ID)); err != nil {
 		t.Errorf("the volume is not in the provider's root on the host: %v", err)
 	}
-	staging, target := filepath.Join(s.mnt, "staging", "v"), filepath.Join(s.mnt, "mounts", "v")
-	if err := os.MkdirAll(staging, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Stage(ctx, volume.StageRequest{VolumeID: vol.ID, StagingPath: staging, Access: volume.SingleNodeWriter}); err != nil {
-		t.Fatalf("NodeStageVolume: %v", err)
-	}
-	if err := c.Publish(ctx, volume.PublishRequest{VolumeID: vol.ID, StagingPath: staging, TargetPath: target, Access: volume.SingleNodeWriter}); err != nil {
-		t.Fatalf("NodePublishVolume: %v", err)
-	}
+	staging, target := s.stagePublish(ctx, c, vol.ID, "v")
 	// The mounts the container made are the host's.
 	staged := hostMountAt(t, staging)
 	if staged == nil || staged.FSType != "ext4" || !strings.HasPrefix(staged.Source, "/dev/loop") {

@@ -1,10 +1,8 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -36,50 +34,14 @@ func TestVolumedSidecar(t *testing.T) {
 	testenv.Require(t, "root", "loop", "mkfs.ext4", "mkfs.xfs", "ldd", "tar", "dockerd", "busybox")
 	bins := harness.BuildBinaries(t)
 
-	// Not t.TempDir: the sidecar's socket path must stay below 108 bytes.
-	base, err := os.MkdirTemp("", "stowage-vsc-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		root    = filepath.Join(base, "root")    // volumed's root, the sidecar's mount_dir
-		rtRoot  = filepath.Join(base, "runtime") // the runtime root of the sidecar and of stow run
-		sockDir = filepath.Join(base, "csi")
-		dataDir = filepath.Join(base, "data")
-	)
 	// rt runs stow on the runtime root alone (images, inspect, rm), as for
 	// the containers of newRuntimeSidecar; r, below, adds volumed's sockets
-	// for stow run.
-	rt := &runtimeSidecar{t: t, stow: bins.Stow, root: rtRoot}
-	// Cleanups run in reverse: dockerd removes its containers, volumed
-	// stops (and leaves the sidecar running, by design), then the sidecar
-	// is removed and what is left below base is released.
-	t.Cleanup(func() {
-		harness.Sweep(t, base)
-		if err := os.RemoveAll(base); err != nil {
-			t.Errorf("remove %s: %v", base, err)
-		}
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log of %s:\n%s", sidecarContainer, rt.run("logs", sidecarContainer).Stdout)
-		}
-		if r := rt.run("rm", "-f", sidecarContainer); r.Code != 0 && !strings.Contains(r.Stderr, "not found") {
-			t.Errorf("stow rm -f %s: %s", sidecarContainer, r)
-		}
-	})
-	if err := os.Mkdir(rtRoot, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tarball := filepath.Join(base, "provider-image.tar")
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	defer cancel()
-	script := filepath.Join("..", "scripts", "provider-image.sh")
-	provider := filepath.Join(filepath.Dir(bins.Stow), "stow-provider")
-	if out, err := exec.CommandContext(ctx, script, tarball, provider).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", script, err, out)
-	}
-	rt.must("image", "import", tarball, "stowage-provider")
+	// for stow run. Cleanups run in reverse: dockerd removes its containers,
+	// volumed stops (and leaves the sidecar running, by design), then the
+	// sidecar is removed and what is left below base is released.
+	dirs, rt := newVolumedSidecar(t, bins.Stow, "stowage-vsc-", sidecarContainer, "")
+	base, root, rtRoot, sockDir, dataDir := dirs.base, dirs.root, dirs.rtRoot, dirs.sockDir, dirs.dataDir
+	rt.buildImage(base, "provider-image.sh", filepath.Join(filepath.Dir(bins.Stow), "stow-provider"), "stowage-provider")
 	rt.must("image", "import", busyboxTarball(t), "bb")
 
 	config := filepath.Join(base, "volumed.toml")
@@ -175,7 +137,7 @@ data_dir = %q
 		t.Errorf("holder read %q right after the sidecar was killed, want before, during", got)
 	}
 	var up api.Provider
-	err = harness.Poll(90*time.Second, func() error {
+	err := harness.Poll(90*time.Second, func() error {
 		p, err := providerState(t, v, sidecarName)
 		if err != nil {
 			return err

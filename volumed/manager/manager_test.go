@@ -43,25 +43,32 @@ func newEnv(t *testing.T, stage bool) *env {
 // restarted volumed would.
 func (e *env) open(t *testing.T) {
 	t.Helper()
-	if e.store != nil {
-		e.store.Close()
+	e.store, e.m = openManager(t, e.root, e.store, Options{
+		Root:            e.root,
+		Providers:       map[string]volume.Provider{"fake": e.fake},
+		DefaultProvider: "fake",
+	})
+}
+
+// openManager closes prev when not nil, (re)opens the store in root and
+// starts a manager on it with opts (and isLink for mountinfo), as a
+// restarted volumed would. A cleanup closes the store.
+func openManager(t *testing.T, root string, prev *store.Store, opts Options) (*store.Store, *Manager) {
+	t.Helper()
+	if prev != nil {
+		prev.Close()
 	}
-	s, err := store.Open(filepath.Join(e.root, "state.db"), time.Second)
+	s, err := store.Open(filepath.Join(root, "state.db"), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	m, err := New(Options{
-		Root:            e.root,
-		Store:           s,
-		Providers:       map[string]volume.Provider{"fake": e.fake},
-		DefaultProvider: "fake",
-		IsMounted:       isLink,
-	})
+	opts.Store, opts.IsMounted = s, isLink
+	m, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.store, e.m = s, m
+	return s, m
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/plugins/volume/volumetest"
@@ -39,25 +38,11 @@ func newAbilityEnv(t *testing.T) *abilityEnv {
 // open (re)opens the store and a new manager, as a restarted volumed would.
 func (e *abilityEnv) open(t *testing.T) {
 	t.Helper()
-	if e.store != nil {
-		e.store.Close()
-	}
-	s, err := store.Open(filepath.Join(e.root, "state.db"), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	m, err := New(Options{
+	e.store, e.m = openManager(t, e.root, e.store, Options{
 		Root:            filepath.Join(e.root, "volumed"),
-		Store:           s,
 		Providers:       map[string]volume.Provider{"rbd": e.full, "local": e.basic.Basic()},
 		DefaultProvider: "rbd",
-		IsMounted:       isLink,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.store, e.m = s, m
 }
 
 // write mounts the volume, writes data to f and unmounts it.

@@ -11,10 +11,7 @@ import (
 
 func TestSnapshots(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	if got, err := s.Snapshots(""); err != nil || len(got) != 0 {
 		t.Fatalf("Snapshots of a new store = %+v, %v", got, err)
 	}
@@ -34,10 +31,7 @@ func TestSnapshots(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = Open(path, time.Second) // survives reopening
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path) // survives reopening
 	defer s.Close()
 	names := func(rs []Snapshot) string {
 		var out []string
@@ -68,12 +62,9 @@ func TestSnapshots(t *testing.T) {
 
 func TestSnapshotFromTheFuture(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	defer s.Close()
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		bk, err := tx.CreateBucketIfNotExists(bucketSnapshots)
 		if err != nil {
 			return err

@@ -10,12 +10,19 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func TestPutListDelete(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
+// mustOpen opens the store at path, failing the test when it cannot.
+func mustOpen(t *testing.T, path string) *Store {
+	t.Helper()
 	s, err := Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func TestPutListDelete(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := mustOpen(t, path)
 	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	recs := []Record{
 		{Name: "b", Provider: "local", ID: "b", State: "ready", CreatedAt: created, Mounts: map[string]int{"m1": 2}, Published: true},
@@ -30,10 +37,7 @@ func TestPutListDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(path, time.Second) // survives reopening
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = mustOpen(t, path) // survives reopening
 	defer s.Close()
 	got, err := s.List()
 	if err != nil {
@@ -63,12 +67,9 @@ func TestPutListDelete(t *testing.T) {
 
 func TestOpenLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	defer s.Close()
-	_, err = Open(path, 50*time.Millisecond)
+	_, err := Open(path, 50*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "another volumed") {
 		t.Fatalf("second Open: err = %v; want a lock error naming another volumed", err)
 	}
@@ -76,10 +77,7 @@ func TestOpenLocked(t *testing.T) {
 
 func TestNewerSchemaRefused(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
-	s, err := Open(path, time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustOpen(t, path)
 	r := Record{Name: "x", State: "ready"}
 	if err := s.Put(r); err != nil {
 		t.Fatal(err)

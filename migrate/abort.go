@@ -29,6 +29,9 @@ type AbortResult struct {
 	// TargetError says why the target could not be reached or cleaned
 	// up; the local part of the abort is done all the same.
 	TargetError string `json:"target_error,omitempty"`
+	// Thawed names the containers that the interrupted migration had
+	// left frozen and the abort thawed.
+	Thawed []string `json:"thawed,omitempty"`
 }
 
 // Abort gives up the interrupted migration of opts.Volume to opts.Target:
@@ -52,6 +55,9 @@ func Abort(ctx context.Context, opts Options) (AbortResult, error) {
 	if j.Target != res.Target || j.TargetVolume != res.TargetVolume {
 		return res, fmt.Errorf("%w: volume %q is being migrated to %s (volume %q), not to %s (volume %q); abort with that URL",
 			volume.ErrInvalid, opts.Volume, j.Target, j.TargetVolume, res.Target, res.TargetVolume)
+	}
+	if res.Thawed, err = thawLeftover(ctx, &opts, j); err != nil {
+		return res, err
 	}
 	v, err := opts.Source.Volume(ctx, opts.Volume)
 	if err != nil && !errors.Is(err, volume.ErrNotFound) {

@@ -32,8 +32,28 @@ type Freezer interface {
 	// once all of them are frozen. It is all or nothing: after an error
 	// nothing it froze stays frozen. A mount ID that belongs to no
 	// container it can freeze fails with ErrInUse naming it; ctx ending
-	// fails with its error.
-	Freeze(ctx context.Context, volume string, mounts map[string]int) (*Frozen, error)
+	// fails with its error. record is called before each container is
+	// frozen; when it fails, that container is not frozen and Freeze
+	// fails.
+	Freeze(ctx context.Context, volume string, mounts map[string]int, record func(Consumer) error) (*Frozen, error)
+}
+
+// Consumer is a container that a Freezer freezes, as the journal records
+// it.
+type Consumer struct {
+	// Kind is the runtime: "stow" or "docker".
+	Kind string `json:"kind"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+func (c Consumer) String() string { return c.Kind + ":" + c.Name }
+
+// Thawer thaws the containers that an interrupted migration left frozen.
+type Thawer interface {
+	// Thaw thaws those of cs that are still frozen and returns them; the
+	// others (gone, stopped, or thawed already) it leaves as they are.
+	Thaw(ctx context.Context, cs []Consumer) ([]Consumer, error)
 }
 
 // Frozen is what a Freezer froze.
@@ -92,7 +112,7 @@ func (r *run) stopWriters(ctx context.Context) (*writers, error) {
 			volume.ErrInUse, o.Volume, n)
 	}
 	r.emit(Event{Phase: PhaseFreeze, Message: fmt.Sprintf("freezing the holders of %d mounts", len(mounts))})
-	fz, err := o.Freezer.Freeze(ctx, o.Volume, mounts)
+	fz, err := o.Freezer.Freeze(ctx, o.Volume, mounts, r.recordFrozen)
 	if err != nil {
 		return nil, fmt.Errorf("freeze the containers of volume %q: %w", o.Volume, err)
 	}
@@ -151,6 +171,9 @@ func (w *writers) release(ctx context.Context, switched bool) error {
 		w.err = w.frozen.Release(rctx, switched)
 		r.res.Live.Frozen = time.Since(w.start)
 		r.res.Live.Released = w.err == nil
+		if w.err == nil {
+			r.clearFrozen()
+		}
 		if w.err != nil {
 			w.err = fmt.Errorf("release the containers of volume %q (%s): %w", r.opts.Volume, strings.Join(w.frozen.Consumers, ", "), w.err)
 			r.opts.Log.Error("containers may still be frozen", "volume", r.opts.Volume, "error", w.err)
@@ -192,4 +215,64 @@ func (r *run) markSource(ctx context.Context, w *writers, to string) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// recordFrozen writes c to the journal, durably, before it is frozen.
+func (r *run) recordFrozen(c Consumer) error {
+	if r.j == nil {
+		return nil
+	}
+	r.j.Frozen = append(r.j.Frozen, c)
+	if err := r.j.save(r.opts.StateDir); err != nil {
+		return fmt.Errorf("record the container %s in the journal before freezing it: %w", c, err)
+	}
+	return nil
+}
+
+// clearFrozen drops the released containers from the journal. A failure
+// is logged only: a rerun then checks them again and finds them thawed.
+func (r *run) clearFrozen() {
+	if r.j == nil || len(r.j.Frozen) == 0 {
+		return
+	}
+	r.j.Frozen = nil
+	if err := r.j.save(r.opts.StateDir); err != nil {
+		r.opts.Log.Warn("clear the frozen containers from the journal", "volume", r.opts.Volume, "error", err)
+	}
+}
+
+// thawLeftover thaws the containers that the journal j records as frozen
+// by an interrupted run of this migration (killed while they were
+// frozen), if they are still frozen, and clears the record. It returns
+// the names of those it thawed.
+func thawLeftover(ctx context.Context, o *Options, j *journal) ([]string, error) {
+	if j == nil || len(j.Frozen) == 0 {
+		return nil, nil
+	}
+	names := make([]string, 0, len(j.Frozen))
+	for _, c := range j.Frozen {
+		names = append(names, c.String())
+	}
+	if o.Thawer == nil {
+		return nil, fmt.Errorf("%w: an interrupted migration of volume %q may have left %s frozen, and nothing here can thaw them; rerun with stow migrate",
+			volume.ErrInUse, o.Volume, strings.Join(names, ", "))
+	}
+	thawed, err := o.Thawer.Thaw(ctx, j.Frozen)
+	if err != nil {
+		return nil, fmt.Errorf("thaw %s, left frozen by an interrupted migration of volume %q: %w", strings.Join(names, ", "), o.Volume, err)
+	}
+	j.Frozen = nil
+	if err := j.save(o.StateDir); err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(thawed))
+	for _, c := range thawed {
+		out = append(out, c.String())
+	}
+	return out, nil
+}
+
+// thawedLine reports the containers thawLeftover thawed.
+func thawedLine(names []string) string {
+	return "thawed " + strings.Join(names, ", ") + " left frozen by an interrupted migration"
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,8 +76,11 @@ type recordingFreezer struct {
 	releaseErr error
 }
 
-func (f *recordingFreezer) Freeze(ctx context.Context, vol string, mounts map[string]int) (*Frozen, error) {
+func (f *recordingFreezer) Freeze(ctx context.Context, vol string, mounts map[string]int, record func(Consumer) error) (*Frozen, error) {
 	f.asked = maps.Clone(mounts)
+	if err := record(Consumer{Kind: "stow", ID: "id-w", Name: "w"}); err != nil {
+		return nil, err
+	}
 	if f.during != nil {
 		f.during()
 	}
@@ -90,9 +94,9 @@ func (f *recordingFreezer) Freeze(ctx context.Context, vol string, mounts map[st
 }
 
 func testRun(t *testing.T, src *client.Client, f Freezer) *run {
-	opts := Options{Volume: "v", Source: src, Freezer: f, Log: slog.New(slog.DiscardHandler)}
+	opts := Options{Volume: "v", Source: src, Freezer: f, StateDir: t.TempDir(), Log: slog.New(slog.DiscardHandler)}
 	opts.defaults()
-	return &run{opts: opts, srcRoot: t.TempDir()}
+	return &run{opts: opts, srcRoot: t.TempDir(), j: &journal{Volume: "v"}}
 }
 
 // TestStopWriters: the source's other mounts are refused without a
@@ -168,6 +172,132 @@ func TestStopWriters(t *testing.T) {
 		}
 		if r.res.Live.Released {
 			t.Error("Live.Released after a failed release")
+		}
+	})
+}
+
+// recordedFrozen reads the frozen containers from the journal on disk.
+func recordedFrozen(t *testing.T, r *run) []Consumer {
+	t.Helper()
+	j, err := loadJournal(r.opts.StateDir, r.opts.Volume)
+	if err != nil || j == nil {
+		t.Fatalf("load journal = %v, %v", j, err)
+	}
+	return j.Frozen
+}
+
+// TestFrozenRecord: each container is in the journal on disk before it is
+// frozen, and out of it once released; a failed release keeps it there.
+func TestFrozenRecord(t *testing.T) {
+	held := map[string]int{MountID: 1, "c1-0": 1}
+	want := []Consumer{{Kind: "stow", ID: "id-w", Name: "w"}}
+	for _, fail := range []bool{false, true} {
+		_, src := startMountTable(t, held)
+		f := &recordingFreezer{}
+		if fail {
+			f.releaseErr = errors.New("thaw cgroup: boom")
+		}
+		r := testRun(t, src, f)
+		var during []Consumer
+		f.during = func() { during = recordedFrozen(t, r) }
+		w, err := r.stopWriters(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(during, want) {
+			t.Errorf("journal while freezing records %v, want %v", during, want)
+		}
+		w.release(t.Context(), false)
+		got := recordedFrozen(t, r)
+		if fail && !slices.Equal(got, want) {
+			t.Errorf("journal after a failed release records %v, want %v kept", got, want)
+		}
+		if !fail && len(got) != 0 {
+			t.Errorf("journal after the release records %v, want none", got)
+		}
+	}
+}
+
+// thawRecorder thaws, of what it is asked, those in paused.
+type thawRecorder struct {
+	paused map[string]bool
+	asked  []Consumer
+	err    error
+}
+
+func (f *thawRecorder) Thaw(ctx context.Context, cs []Consumer) ([]Consumer, error) {
+	f.asked = append(f.asked, cs...)
+	var out []Consumer
+	for _, c := range cs {
+		if f.paused[c.String()] {
+			out = append(out, c)
+		}
+	}
+	return out, f.err
+}
+
+// TestThawLeftover: what the journal records as frozen is handed to the
+// Thawer, the record cleared and the thawed ones named; a Thawer that
+// fails, or none, keeps the record.
+func TestThawLeftover(t *testing.T) {
+	rec := []Consumer{{Kind: "stow", ID: "1", Name: "s"}, {Kind: "docker", ID: "2", Name: "d"}, {Kind: "docker", ID: "3", Name: "gone"}}
+	setup := func(t *testing.T, th Thawer) (*Options, *journal) {
+		o := &Options{Volume: "v", StateDir: t.TempDir(), Thawer: th}
+		j := &journal{Volume: "v", Frozen: slices.Clone(rec)}
+		if err := j.save(o.StateDir); err != nil {
+			t.Fatal(err)
+		}
+		return o, j
+	}
+	onDisk := func(t *testing.T, o *Options) []Consumer {
+		j, err := loadJournal(o.StateDir, o.Volume)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.Frozen
+	}
+	t.Run("thawed", func(t *testing.T) {
+		th := &thawRecorder{paused: map[string]bool{"stow:s": true, "docker:d": true}}
+		o, j := setup(t, th)
+		got, err := thawLeftover(t.Context(), o, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(th.asked, rec) || !slices.Equal(got, []string{"stow:s", "docker:d"}) {
+			t.Errorf("asked %v, thawed %v; want all asked, the paused two thawed", th.asked, got)
+		}
+		if line := thawedLine(got); line != "thawed stow:s, docker:d left frozen by an interrupted migration" {
+			t.Errorf("line = %q", line)
+		}
+		if f := onDisk(t, o); len(f) != 0 {
+			t.Errorf("journal still records %v", f)
+		}
+	})
+	t.Run("nothing recorded", func(t *testing.T) {
+		th := &thawRecorder{}
+		o := &Options{Volume: "v", StateDir: t.TempDir(), Thawer: th}
+		if got, err := thawLeftover(t.Context(), o, &journal{Volume: "v"}); err != nil || got != nil || th.asked != nil {
+			t.Errorf("thawLeftover = %v, %v, asked %v; want nothing", got, err, th.asked)
+		}
+	})
+	t.Run("thaw fails", func(t *testing.T) {
+		o, j := setup(t, &thawRecorder{err: errors.New("docker unpause: boom")})
+		_, err := thawLeftover(t.Context(), o, j)
+		if err == nil || !strings.Contains(err.Error(), "boom") || !strings.Contains(err.Error(), "docker:d") {
+			t.Errorf("thawLeftover = %v; want the error naming the containers", err)
+		}
+		if f := onDisk(t, o); !slices.Equal(f, rec) {
+			t.Errorf("journal records %v after a failed thaw, want %v kept", f, rec)
+		}
+	})
+	t.Run("no thawer", func(t *testing.T) {
+		o, j := setup(t, nil)
+		_, err := thawLeftover(t.Context(), o, j)
+		if !errors.Is(err, volume.ErrInUse) || !strings.Contains(err.Error(), "stow:s") {
+			t.Errorf("thawLeftover without a Thawer = %v; want ErrInUse naming the containers", err)
+		}
+		if f := onDisk(t, o); !slices.Equal(f, rec) {
+			t.Errorf("journal records %v, want %v kept", f, rec)
 		}
 	})
 }

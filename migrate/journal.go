@@ -29,6 +29,11 @@ type journal struct {
 	Phase         string    `json:"phase"`
 	StartedAt     time.Time `json:"started_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
+	// Frozen lists the containers this migration froze, or is about to
+	// freeze: each is written here before its freeze, so that a rerun
+	// after a kill thaws exactly these, and cleared once they are
+	// released.
+	Frozen []Consumer `json:"frozen,omitempty"`
 }
 
 const journalVersion = 1

@@ -92,7 +92,10 @@ type Options struct {
 	SourcePlugin *client.Plugin
 	// Freezer, when set, freezes the containers that hold the source for
 	// the final pass (--live); without one a mounted source is refused.
-	Freezer  Freezer
+	Freezer Freezer
+	// Thawer thaws the containers that an interrupted live migration of
+	// the volume left frozen, at the start of a rerun or an abort.
+	Thawer   Thawer
 	Progress func(Event)
 	Log      *slog.Logger
 }
@@ -120,7 +123,10 @@ type Result struct {
 	Phases   []PhaseTime   `json:"phases,omitempty"`
 	Downtime time.Duration `json:"downtime_ns,omitempty"`
 	// Live reports the containers frozen for the final pass.
-	Live     *LiveResult   `json:"live,omitempty"`
+	Live *LiveResult `json:"live,omitempty"`
+	// Thawed names the containers that an interrupted run had left
+	// frozen and this one thawed first.
+	Thawed   []string      `json:"thawed,omitempty"`
 	DryRun   bool          `json:"dry_run,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
 }
@@ -166,6 +172,8 @@ type run struct {
 	srcRoot string
 	dstRoot string
 	res     Result
+	// j is the migration's journal once it is loaded or started.
+	j *journal
 }
 
 // Run migrates opts.Volume to opts.Target. An error leaves a state that a
@@ -234,6 +242,17 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	interrupted := j != nil
+	if !o.DryRun {
+		// Thawed first, whatever becomes of this run.
+		thawed, err := thawLeftover(ctx, o, j)
+		if err != nil {
+			return err
+		}
+		if len(thawed) > 0 {
+			r.res.Thawed = thawed
+			r.emit(Event{Phase: PhaseRelease, Message: thawedLine(thawed)})
+		}
+	}
 	switch {
 	case j == nil && o.Resume:
 		return fmt.Errorf("%w: no interrupted migration of volume %q to resume (journal %s not found)", volume.ErrNotFound, o.Volume, journalPath(o.StateDir, o.Volume))
@@ -243,6 +262,7 @@ func (r *run) run(ctx context.Context) error {
 	case j == nil:
 		j = &journal{Volume: o.Volume, Target: r.res.Target, TargetVolume: r.res.TargetVolume, StartedAt: time.Now().UTC()}
 	}
+	r.j = j
 	createOpts := r.targetOptions(src)
 
 	r.emit(Event{Phase: PhaseConnect, Message: "connecting to " + o.Target.String()})

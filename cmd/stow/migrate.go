@@ -234,9 +234,14 @@ func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) e
 		Log: slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if f.live && !f.abort && !f.dryRun {
-		if opts.Freezer, err = a.newLiveFreezer(st.PluginSocket, f.after); err != nil {
+		lf, err := a.newLiveFreezer(st.PluginSocket, f.after)
+		if err != nil {
 			return err
 		}
+		opts.Freezer, opts.Thawer = lf, lf
+	} else {
+		// An interrupted --live run may have left containers frozen.
+		opts.Thawer = lazyThawer{open: func() (*liveFreezer, error) { return a.newLiveFreezer(st.PluginSocket, f.after) }}
 	}
 	if f.abort {
 		return a.migrateAbort(cmd, opts)
@@ -272,6 +277,9 @@ func (a *app) migrateAbort(cmd *cobra.Command, opts migrate.Options) error {
 	}
 	if a.json() {
 		return json.NewEncoder(a.stdout).Encode(map[string]any{"abort": res})
+	}
+	if len(res.Thawed) > 0 {
+		fmt.Fprintf(a.stdout, "thawed %s left frozen by an interrupted migration\n", strings.Join(res.Thawed, ", "))
 	}
 	fmt.Fprintf(a.stdout, "aborted the migration of %s to %s: journal removed", res.Volume, res.Target)
 	if res.ReleasedSource {

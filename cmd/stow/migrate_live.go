@@ -109,7 +109,7 @@ type liveFreezer struct {
 var _ migrate.Freezer = (*liveFreezer)(nil)
 
 // Freeze implements migrate.Freezer.
-func (f *liveFreezer) Freeze(ctx context.Context, vol string, mounts map[string]int) (*migrate.Frozen, error) {
+func (f *liveFreezer) Freeze(ctx context.Context, vol string, mounts map[string]int, record func(migrate.Consumer) error) (*migrate.Frozen, error) {
 	stow, err := f.engine.List(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list stow containers: %w", err)
@@ -155,7 +155,11 @@ func (f *liveFreezer) Freeze(ctx context.Context, vol string, mounts map[string]
 		if !c.running || c.paused {
 			continue // nothing runs that could write, or it is paused already
 		}
-		if err := f.pause(ctx, c); err != nil {
+		err := record(migrate.Consumer{Kind: string(c.kind), ID: c.id, Name: c.name})
+		if err == nil {
+			err = f.pause(ctx, c)
+		}
+		if err != nil {
 			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 			defer cancel()
 			return nil, errors.Join(err, thaw(tctx))
@@ -204,6 +208,68 @@ func (f *liveFreezer) resume(ctx context.Context, c consumer) error {
 	return f.docker.post(ctx, "/containers/"+c.id+"/unpause")
 }
 
+// Thaw implements migrate.Thawer: it thaws those of cs that are still
+// paused.
+func (f *liveFreezer) Thaw(ctx context.Context, cs []migrate.Consumer) ([]migrate.Consumer, error) {
+	var thawed []migrate.Consumer
+	var errs []error
+	for _, mc := range cs {
+		c := consumer{kind: consumerKind(mc.Kind), id: mc.ID, name: mc.Name}
+		paused, err := f.paused(ctx, c)
+		if err == nil && paused {
+			if err = f.resume(ctx, c); err == nil {
+				thawed = append(thawed, mc)
+			}
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("thaw %s: %w", c, err))
+		}
+	}
+	return thawed, errors.Join(errs...)
+}
+
+// paused says whether consumer c is paused; one that is gone is not.
+func (f *liveFreezer) paused(ctx context.Context, c consumer) (bool, error) {
+	switch c.kind {
+	case kindStow:
+		sc, err := f.engine.Get(ctx, c.id)
+		if errors.Is(err, volume.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		return f.engine.Paused(sc)
+	case kindDocker:
+		if f.docker == nil {
+			return false, fmt.Errorf("%w: no Docker daemon at this host's DOCKER_HOST", volume.ErrUnavailable)
+		}
+		var info struct {
+			State struct{ Paused bool }
+		}
+		err := f.docker.do(ctx, http.MethodGet, "/containers/"+c.id+"/json", &info)
+		if errors.Is(err, errDockerNotFound) {
+			return false, nil
+		}
+		return info.State.Paused, err
+	}
+	return false, fmt.Errorf("%w: container kind %q in the migration journal: want stow or docker", volume.ErrInvalid, c.kind)
+}
+
+// lazyThawer opens the freezer only when there is something to thaw.
+type lazyThawer struct {
+	open func() (*liveFreezer, error)
+}
+
+// Thaw implements migrate.Thawer.
+func (l lazyThawer) Thaw(ctx context.Context, cs []migrate.Consumer) ([]migrate.Consumer, error) {
+	f, err := l.open()
+	if err != nil {
+		return nil, err
+	}
+	return f.Thaw(ctx, cs)
+}
+
 // stop kills a frozen consumer before it is thawed, so that it writes
 // nothing the target would miss, and waits until it has ended.
 func (f *liveFreezer) stop(ctx context.Context, c consumer) error {
@@ -237,6 +303,9 @@ func (a *app) newLiveFreezer(pluginSocket, after string) (*liveFreezer, error) {
 	}
 	return f, nil
 }
+
+// errDockerNotFound marks dockerd's HTTP 404.
+var errDockerNotFound = errors.New("not found")
 
 // dockerClient speaks dockerd's Engine API over its unix socket.
 type dockerClient struct {
@@ -280,7 +349,11 @@ func (d *dockerClient) do(ctx context.Context, method, path string, out any) err
 		if json.Unmarshal(b, &e) != nil || e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		return fmt.Errorf("docker %s %s: %s (HTTP %d)", method, path, e.Message, resp.StatusCode)
+		err := fmt.Errorf("docker %s %s: %s (HTTP %d)", method, path, e.Message, resp.StatusCode)
+		if resp.StatusCode == http.StatusNotFound {
+			err = fmt.Errorf("%w: %w", errDockerNotFound, err)
+		}
+		return err
 	}
 	if out == nil {
 		_, err = io.Copy(io.Discard, resp.Body)

@@ -327,6 +327,58 @@ func TestMigrateLive(t *testing.T) {
 		})
 	})
 
+	t.Run("killed while frozen", func(t *testing.T) {
+		const vol, sw, dw, dp = "live4", "sw4", "dw4", "dp4"
+		h.a.MustStow("volume", "create", vol)
+		h.startWriters(t, vol, sw, dw)
+		// A container paused before the migration stays paused.
+		h.d.Must("run", "-d", "--name", dp, "--network", "none",
+			"--mount", "type=volume,src="+vol+",dst=/data,volume-driver="+h.a.Driver, h.image, "sh", "-c", writerScript(dp))
+		h.d.Must("pause", dp)
+		t.Cleanup(func() { h.d.Run("unpause", dp) })
+		thawed := "thawed stow:" + sw + ", docker:" + dw + " left frozen by an interrupted migration"
+
+		// Killed while frozen, then aborted: the abort thaws them (and
+		// removes the target volume, so the next run starts afresh).
+		h.killFrozen(t, vol, env)
+		h.checkFrozen(t, sw, dw)
+		r := h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--abort", "--force")...)
+		if r.Code != 0 || !strings.Contains(r.Stdout, thawed) {
+			t.Fatalf("stow migrate --abort after a kill while frozen: %s; want %q", r, thawed)
+		}
+		h.checkRunning(t, sw, dw)
+		h.checkPaused(t, dp)
+
+		// Killed while frozen, then rerun: the rerun thaws them first and
+		// completes.
+		h.killFrozen(t, vol, env)
+		h.checkFrozen(t, sw, dw)
+		r = h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live")...)
+		if r.Code != 0 {
+			t.Fatalf("stow migrate --live after a kill while frozen: %s", r)
+		}
+		for _, want := range []string{"release: " + thawed, "freeze: froze ", "verify", "release: resume", ", then resumed"} {
+			if !strings.Contains(r.Stdout, want) {
+				t.Errorf("stow migrate --live output lacks %q:\n%s", want, r.Stdout)
+			}
+		}
+		h.checkRunning(t, sw, dw)
+		h.checkPaused(t, dp)
+		for _, w := range []string{sw, dw} {
+			c, err := h.count(w, sw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.waitCount(t, w, sw, c)
+		}
+		dst := mount(t, h.b, vol)
+		fill(t, h.a, vol, func(src string) {
+			for _, w := range []string{sw, dw} {
+				checkSnapshot(t, src, dst, w)
+			}
+		})
+	})
+
 	t.Run("unknown holder", func(t *testing.T) {
 		const vol = "live3"
 		h.a.MustStow("volume", "create", vol)
@@ -336,4 +388,73 @@ func TestMigrateLive(t *testing.T) {
 			t.Fatalf("stow migrate --live of a volume mounted by no container: %s; want a refusal naming the mount ID", r)
 		}
 	})
+}
+
+// killFrozen starts stow migrate --live of vol and kills it with SIGKILL
+// once it has frozen the writers: the link is cut as it starts freezing,
+// so that the final pass cannot end before the kill.
+func (h *liveHosts) killFrozen(t *testing.T, vol string, env []string) {
+	t.Helper()
+	cmd := h.nsA.Command(h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live")...)
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	defer h.nsA.SetLink(true)
+	sc := bufio.NewScanner(out)
+	var seen []string
+	wait := "freeze: freezing"
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		if !strings.HasPrefix(sc.Text(), wait) {
+			continue
+		}
+		if wait == "freeze: froze " {
+			break
+		}
+		if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatalf("stop stow migrate: %v (output so far: %q)", err, seen)
+		}
+		h.nsA.SetLink(false)
+		if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+		wait = "freeze: froze "
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if len(seen) == 0 || !strings.HasPrefix(seen[len(seen)-1], "freeze: froze ") {
+		t.Fatalf("stow migrate --live ended before it froze the writers:\n%s\n%s", strings.Join(seen, "\n"), stderr.String())
+	}
+}
+
+// checkFrozen checks that both writers are still paused.
+func (h *liveHosts) checkFrozen(t *testing.T, sw, dw string) {
+	t.Helper()
+	if line := psLine(t, h.mustStow(t, "ps"), sw); !strings.Contains(line, "(Paused)") {
+		t.Errorf("stow ps shows %s as %q; want it paused", sw, line)
+	}
+	h.checkPaused(t, dw)
+}
+
+// checkPaused checks that Docker container c runs paused.
+func (h *liveHosts) checkPaused(t *testing.T, c string) {
+	t.Helper()
+	if got := strings.TrimSpace(h.d.Must("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", c)); got != "true true" {
+		t.Errorf("docker inspect %s: running, paused = %s; want true true", c, got)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -253,6 +254,7 @@ func thawLeftover(ctx context.Context, o *Options, j *journal) ([]string, error)
 	for _, c := range j.Frozen {
 		names = append(names, c.String())
 	}
+	slices.Sort(names)
 	if o.Thawer == nil {
 		return nil, fmt.Errorf("%w: an interrupted migration of volume %q may have left %s frozen, and nothing here can thaw them; rerun with stow migrate",
 			volume.ErrInUse, o.Volume, strings.Join(names, ", "))
@@ -269,6 +271,7 @@ func thawLeftover(ctx context.Context, o *Options, j *journal) ([]string, error)
 	for _, c := range thawed {
 		out = append(out, c.String())
 	}
+	slices.Sort(out) // the order they were frozen in is the map order of mount IDs
 	return out, nil
 }
 

@@ -263,10 +263,10 @@ func TestThawLeftover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(th.asked, rec) || !slices.Equal(got, []string{"stow:s", "docker:d"}) {
+		if !slices.Equal(th.asked, rec) || !slices.Equal(got, []string{"docker:d", "stow:s"}) {
 			t.Errorf("asked %v, thawed %v; want all asked, the paused two thawed", th.asked, got)
 		}
-		if line := thawedLine(got); line != "thawed stow:s, docker:d left frozen by an interrupted migration" {
+		if line := thawedLine(got); line != "thawed docker:d, stow:s left frozen by an interrupted migration" {
 			t.Errorf("line = %q", line)
 		}
 		if f := onDisk(t, o); len(f) != 0 {

@@ -336,7 +336,7 @@ func TestMigrateLive(t *testing.T) {
 			"--mount", "type=volume,src="+vol+",dst=/data,volume-driver="+h.a.Driver, h.image, "sh", "-c", writerScript(dp))
 		h.d.Must("pause", dp)
 		t.Cleanup(func() { h.d.Run("unpause", dp) })
-		thawed := "thawed stow:" + sw + ", docker:" + dw + " left frozen by an interrupted migration"
+		thawed := "thawed docker:" + dw + ", stow:" + sw + " left frozen by an interrupted migration" // sorted
 
 		// Killed while frozen, then aborted: the abort thaws them (and
 		// removes the target volume, so the next run starts afresh).

@@ -174,6 +174,10 @@ type run struct {
 	res     Result
 	// j is the migration's journal once it is loaded or started.
 	j *journal
+	// walkAt is when the source walk of the current pre-copy round began
+	// (ns since the epoch), the walk time of the hashes that the round
+	// takes of what it reads; 0 in the final pass.
+	walkAt int64
 }
 
 // Run migrates opts.Volume to opts.Target. An error leaves a state that a
@@ -348,11 +352,12 @@ func (r *run) run(ctx context.Context) error {
 		}
 	}
 
-	// Both sides hash everything afresh before the freeze, so that the
+	// Both sides hash everything afresh before the freeze (the source
+	// reuses what the last round hashed of settled files), so that the
 	// verification while frozen reads only what changed since (see
 	// verify), and the final pass re-sends what differs already.
 	r.emit(Event{Phase: PhasePrecopy, Round: r.res.Rounds, Message: "hashing both sides afresh before the final pass"})
-	if prev, err = r.freshHashes(ctx); err != nil {
+	if prev, err = r.freshHashes(ctx, prev); err != nil {
 		return err
 	}
 
@@ -483,6 +488,13 @@ func (r *run) dryRun(ctx context.Context, exists bool, opts map[string]string) e
 // round walks both sides, plans and carries out the plan.
 func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Manifest) (*plan.Plan, *manifest.Manifest, error) {
 	r.res.Rounds = n
+	// A hash that this round takes of a file it reads after the walk's
+	// stat carries the walk's start as its walk time, as a walk's own
+	// hashes do; the final pass keeps none (verify hashes afresh).
+	r.walkAt = 0
+	if phase == PhasePrecopy {
+		r.walkAt = time.Now().UnixNano()
+	}
 	// Both sides walk (and hash what changed) at the same time.
 	var dstM *manifest.Manifest
 	var dstErr error
@@ -502,11 +514,22 @@ func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Man
 		return nil, nil, dstErr
 	}
 	dst := dstM.Index()
+	var unhashed []int
+	for i := range srcM.Entries {
+		if e := &srcM.Entries[i]; e.Type == manifest.Regular && e.SHA256 == "" {
+			unhashed = append(unhashed, i)
+		}
+	}
 	if err := srcM.HashWhere(ctx, r.srcRoot, func(e *manifest.Entry) bool {
 		d := dst[e.Path]
 		return d != nil && d.Type == manifest.Regular && d.Size == e.Size
 	}); err != nil {
 		return nil, nil, fmt.Errorf("hash the source volume: %w", err)
+	}
+	for _, i := range unhashed {
+		if e := &srcM.Entries[i]; e.SHA256 != "" {
+			e.HashedAt = r.walkAt
+		}
 	}
 	r.res.Files, r.res.Bytes = srcM.Totals()
 	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
@@ -540,7 +563,11 @@ func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Man
 // the hashes that its verification may reuse. Both walks wait for files
 // changed just before them to settle (at most manifest.SettledHash), so
 // that the verification may reuse every hash of a file unchanged since.
-func (r *run) freshHashes(ctx context.Context) (*manifest.Manifest, error) {
+// The source reuses the hashes of prev (the last pre-copy round's) under
+// the same rule as the verification: taken by this host in this run, of a
+// file unchanged since whose ctime was manifest.SettledHash old when that
+// round's walk began.
+func (r *run) freshHashes(ctx context.Context, prev *manifest.Manifest) (*manifest.Manifest, error) {
 	var dstM *manifest.Manifest
 	var dstErr error
 	got := make(chan struct{})
@@ -548,7 +575,8 @@ func (r *run) freshHashes(ctx context.Context) (*manifest.Manifest, error) {
 		defer close(got)
 		dstM, dstErr = r.agent.FreshManifest()
 	}()
-	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Settle: true, Exclude: []string{agent.TempDir}})
+	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Settle: true, Previous: prev,
+		Settled: manifest.SettledHash, Exclude: []string{agent.TempDir}})
 	<-got
 	if err != nil {
 		return nil, fmt.Errorf("walk the source volume: %w", err)

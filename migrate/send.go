@@ -103,7 +103,7 @@ func (r *run) send(ctx context.Context, files []manifest.Entry, dst, src map[str
 					// it keeps the hash too.
 					c.Entry.SHA256, c.Hashed = sum, true
 					if s := src[e.Path]; s != nil {
-						s.SHA256 = sum
+						s.SHA256, s.HashedAt = sum, r.walkAt
 					}
 				}
 				m.files.Add(1)

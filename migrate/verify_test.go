@@ -22,10 +22,11 @@ func TestVerifyReusesSettledHashes(t *testing.T) {
 	}
 	r := pipeRun(t, src, dst)
 	ctx := t.Context()
-	if _, _, err := r.round(ctx, PhasePrecopy, 1, nil); err != nil {
+	_, first, err := r.round(ctx, PhasePrecopy, 1, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	prev, err := r.freshHashes(ctx)
+	prev, err := r.freshHashes(ctx, first)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stowage/stowage/migrate/manifest"
 	"github.com/stowage/stowage/migrate/plan"
+	"github.com/stowage/stowage/plugins/volume"
 )
 
 // ErrNoSpace means that the target volume cannot hold what the migration
@@ -64,19 +65,5 @@ func (r *run) spaceError(err error, p *plan.Plan, dst map[string]*manifest.Entry
 
 func (r *run) noSpace(free, size, need int64) error {
 	return fmt.Errorf("%w: volume %q on %s has %s free of %s and this round needs %s more; nothing was switched and the source is untouched: give the target more space and rerun, or give up with --abort and migrate into a bigger volume (-o size=SIZE)",
-		ErrNoSpace, r.res.TargetVolume, r.opts.Target.Host, sizeText(free), sizeText(size), sizeText(need))
-}
-
-// sizeText is n in binary units.
-func sizeText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+		ErrNoSpace, r.res.TargetVolume, r.opts.Target.Host, volume.FormatSize(free), volume.FormatSize(size), volume.FormatSize(need))
 }

@@ -261,8 +261,8 @@ func (a *app) migrate(cmd *cobra.Command, f *migrateFlags, vol, target string) e
 		return err
 	}
 	_, err = fmt.Fprintf(a.stdout, "migrated %s to %s (volume %s): %d entries, %s, %s sent (%s unchanged by delta, %s on the wire) in %d rounds, %s, final pass to switch %s\n",
-		res.Volume, res.Target, res.TargetVolume, res.Files, bytesText(res.Bytes), bytesText(res.SentBytes), bytesText(res.MatchedBytes),
-		bytesText(res.WireBytes), res.Rounds, res.Duration.Round(1e6), res.Downtime.Round(1e6))
+		res.Volume, res.Target, res.TargetVolume, res.Files, volume.FormatSize(res.Bytes), volume.FormatSize(res.SentBytes), volume.FormatSize(res.MatchedBytes),
+		volume.FormatSize(res.WireBytes), res.Rounds, res.Duration.Round(1e6), res.Downtime.Round(1e6))
 	if err == nil && res.Live != nil {
 		_, err = fmt.Fprintln(a.stdout, liveLine(res.Live))
 	}
@@ -312,33 +312,19 @@ func progressLine(e migrate.Event) string {
 	}
 	switch e.Phase {
 	case migrate.PhasePrecopy, migrate.PhaseFinal, migrate.PhaseDone:
-		fmt.Fprintf(&b, ": %d/%d files, %s/%s", e.Files, e.FilesTotal, bytesText(e.Bytes), bytesText(e.BytesTotal))
+		fmt.Fprintf(&b, ": %d/%d files, %s/%s", e.Files, e.FilesTotal, volume.FormatSize(e.Bytes), volume.FormatSize(e.BytesTotal))
 		if e.Rate > 0 {
-			fmt.Fprintf(&b, ", %s/s", bytesText(int64(e.Rate)))
+			fmt.Fprintf(&b, ", %s/s", volume.FormatSize(int64(e.Rate)))
 		}
 		if e.Changes > 0 {
 			fmt.Fprintf(&b, ", %d changes", e.Changes)
 		}
 		if e.Matched > 0 {
-			fmt.Fprintf(&b, ", %s unchanged by delta", bytesText(e.Matched))
+			fmt.Fprintf(&b, ", %s unchanged by delta", volume.FormatSize(e.Matched))
 		}
 	}
 	if e.Message != "" {
 		b.WriteString(": " + e.Message)
 	}
 	return b.String()
-}
-
-// bytesText is n in binary units.
-func bytesText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

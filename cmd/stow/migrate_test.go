@@ -50,10 +50,10 @@ func TestProgressLine(t *testing.T) {
 	}{
 		{migrate.Event{Phase: migrate.PhaseConnect, Message: "connecting to ssh://b"}, "connect: connecting to ssh://b"},
 		{migrate.Event{Phase: migrate.PhasePrecopy, Round: 2, Files: 3, FilesTotal: 10, Bytes: 3 << 20, BytesTotal: 10 << 20, Rate: 1 << 20, Changes: 12},
-			"precopy round 2: 3/10 files, 3.0 MiB/10.0 MiB, 1.0 MiB/s, 12 changes"},
-		{migrate.Event{Phase: migrate.PhaseFinal, Round: 3}, "final round 3: 0/0 files, 0 B/0 B"},
+			"precopy round 2: 3/10 files, 3MiB/10MiB, 1MiB/s, 12 changes"},
+		{migrate.Event{Phase: migrate.PhaseFinal, Round: 3}, "final round 3: 0/0 files, 0B/0B"},
 		{migrate.Event{Phase: migrate.PhasePrecopy, Round: 1, Files: 1, FilesTotal: 1, Bytes: 1 << 20, BytesTotal: 100 << 20, Matched: 99 << 20},
-			"precopy round 1: 1/1 files, 1.0 MiB/100.0 MiB, 99.0 MiB unchanged by delta"},
+			"precopy round 1: 1/1 files, 1MiB/100MiB, 99MiB unchanged by delta"},
 	}
 	for _, tc := range tests {
 		if got := progressLine(tc.e); got != tc.want {

@@ -122,7 +122,7 @@ func (m *migBench) stow(vol, target string, extra ...string) sample {
 			}
 			ph = append(ph, fmt.Sprintf("%s %s", p.Phase, end.Sub(p.At).Round(time.Millisecond)))
 		}
-		m.b.Logf("stow migrate %s: %.3fs: %s; hashed %s", vol, s.secs, strings.Join(ph, ", "), sizeText(s.res.HashedBytes))
+		m.b.Logf("stow migrate %s: %.3fs: %s; hashed %s", vol, s.secs, strings.Join(ph, ", "), volume.FormatSize(s.res.HashedBytes))
 	}
 	return s
 }
@@ -272,9 +272,9 @@ func BenchmarkMigrate(b *testing.B) {
 		stow, rs   []sample
 	}
 	cases := []*result{
-		{name: fmt.Sprintf("(a) one file of %s, cold", sizeText(size)), goal: "≤ 1.0"},
-		{name: fmt.Sprintf("(b) %d small files (%s), cold", nfiles, sizeText(smallBytes)), goal: "≤ 0.5"},
-		{name: fmt.Sprintf("(c) one file of %s, 1 %% changed in 64 KiB regions after a first copy", sizeText(size)), goal: "≤ 0.8"},
+		{name: fmt.Sprintf("(a) one file of %s, cold", volume.FormatSize(size)), goal: "≤ 1.0"},
+		{name: fmt.Sprintf("(b) %d small files (%s), cold", nfiles, volume.FormatSize(smallBytes)), goal: "≤ 0.5"},
+		{name: fmt.Sprintf("(c) one file of %s, 1 %% changed in 64 KiB regions after a first copy", volume.FormatSize(size)), goal: "≤ 0.8"},
 	}
 	seq := 0
 	for i := range runs {
@@ -331,7 +331,7 @@ func BenchmarkMigrate(b *testing.B) {
 		qlo, qhi := minMax(ratios)
 		fmt.Fprintf(&sb, "| %s | %s (%s-%s) | %s (%s-%s) | **%.2f** (%.2f-%.2f); %s | %s / %s |\n", c.name,
 			ms(median(st)), ms(slo), ms(shi), ms(median(rs)), ms(rlo), ms(rhi), median(ratios), qlo, qhi, c.goal,
-			sizeText(int64(median(wires(c.stow)))), sizeText(int64(median(wires(c.rs)))))
+			volume.FormatSize(int64(median(wires(c.stow)))), volume.FormatSize(int64(median(wires(c.rs)))))
 	}
 	c := cases[2]
 	var down, sent, sums []float64
@@ -342,7 +342,7 @@ func BenchmarkMigrate(b *testing.B) {
 	}
 	lo, hi := minMax(down)
 	fmt.Fprintf(&sb, "\nDowntime of (c), from the start of the final pass (the freeze point) to the target volume ready, from the engine's phase times: median **%s** (%s-%s); goal ≤ 1 s. Both sides hash every file afresh just before the freeze; the verification while frozen hashes again only what changed since. Content sent in (c): %s of %s, with %s of block checksums.\n",
-		ms(median(down)), ms(lo), ms(hi), sizeText(int64(median(sent))), sizeText(size), sizeText(int64(median(sums))))
+		ms(median(down)), ms(lo), ms(hi), volume.FormatSize(int64(median(sent))), volume.FormatSize(size), volume.FormatSize(int64(median(sums))))
 	report(b, sb.String())
 }
 
@@ -360,18 +360,4 @@ func wires(s []sample) []float64 {
 		out[i] = float64(s[i].wire)
 	}
 	return out
-}
-
-// sizeText is n in binary units.
-func sizeText(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for v := n / unit; v >= unit; v /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

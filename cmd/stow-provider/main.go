@@ -15,13 +15,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
 	"slices"
 	"strings"
-	"syscall"
 
-	"github.com/stowage/stowage/plugins/csi"
+	"github.com/stowage/stowage/plugins/csi/driver"
 	"github.com/stowage/stowage/plugins/local"
 	"github.com/stowage/stowage/plugins/volume"
 )
@@ -34,30 +31,12 @@ var types = []string{"local"}
 
 // options are the command line of stow-provider.
 type options struct {
-	typ      string
-	endpoint string
-	root     string
-	name     string
-	nodeID   string
-	level    slog.Level
+	driver.Flags
+	typ  string
+	root string
 }
 
-func main() {
-	o, err := parse(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "stow-provider: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := serve(ctx, o, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "stow-provider: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { driver.Main("stow-provider", parse, serve) }
 
 // parse reads TYPE and the flags after it.
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -75,47 +54,29 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	fs := flag.NewFlagSet("stow-provider "+o.typ, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.endpoint, "endpoint", "", "CSI socket as unix:///PATH (required)")
+	o.Register(fs, "the provider's, "+local.Name+" for local")
 	fs.StringVar(&o.root, "root", "", "directory where the provider keeps its volumes (required)")
-	fs.StringVar(&o.name, "name", "", "CSI driver name reported by GetPluginInfo (default: the provider's, "+local.Name+" for local)")
-	fs.StringVar(&o.nodeID, "node-id", "", "CSI node ID reported by NodeGetInfo (default: the host name)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
 		return o, err
 	}
-	switch {
-	case fs.NArg() > 0:
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case o.endpoint == "":
-		return o, errors.New("--endpoint is required, as unix:///PATH")
-	case o.root == "":
-		return o, errors.New("--root is required")
+	if err := o.Check(fs); err != nil {
+		return o, err
 	}
-	if err := o.level.UnmarshalText([]byte(*level)); err != nil {
-		return o, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", *level)
+	if o.root == "" {
+		return o, errors.New("--root is required")
 	}
 	return o, nil
 }
 
 // serve serves the provider o names until ctx is done.
 func serve(ctx context.Context, o options, stderr io.Writer) error {
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	log := o.Logger(stderr)
 	p, err := newProvider(o.typ, o.root, log.With("provider", o.typ))
 	if err != nil {
 		return err
 	}
-	l, err := csi.Listen(o.endpoint)
-	if err != nil {
-		return err
-	}
-	// Name, version and node ID default to the provider's and the host's.
-	srv := csi.NewServer(p, csi.ServerOptions{Name: o.name, NodeID: o.nodeID, Logger: log})
-	log.Info("serving provider over CSI", "provider", o.typ, "endpoint", o.endpoint, "root", o.root, "version", version)
-	if err := srv.Serve(ctx, l); err != nil {
-		return err
-	}
-	log.Info("stopped", "provider", o.typ)
-	return nil
+	// The version GetPluginInfo reports is the provider's.
+	return driver.Serve(ctx, p, o.Flags, "", log, "provider", o.typ, "root", o.root, "version", version)
 }
 
 // newProvider constructs a provider of type typ.

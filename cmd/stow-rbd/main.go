@@ -15,15 +15,11 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"io"
-	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/stowage/stowage/plugins/csi/driver"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -31,7 +27,7 @@ var version = "dev"
 
 // options are the command line of stow-rbd.
 type options struct {
-	endpoint  string
+	driver.Flags
 	conf      string
 	keyring   string
 	user      string
@@ -39,34 +35,16 @@ type options struct {
 	namespace string
 	hostID    string
 	runDir    string
-	name      string
-	nodeID    string
-	level     slog.Level
 }
 
-func main() {
-	o, err := parse(os.Args[1:], os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "stow-rbd: %v\n", err)
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := serve(ctx, o, os.Stderr); err != nil {
-		fmt.Fprintf(os.Stderr, "stow-rbd: %v\n", err)
-		os.Exit(1)
-	}
-}
+func main() { driver.Main("stow-rbd", parse, serve) }
 
 // parse reads the flags.
 func parse(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("stow-rbd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.endpoint, "endpoint", "", "CSI socket as unix:///PATH (required)")
+	o.Register(fs, "stowage.rbd")
 	fs.StringVar(&o.conf, "ceph-conf", "", "ceph.conf of the cluster (required)")
 	fs.StringVar(&o.keyring, "keyring", "", "keyring with the user's key (default: the one ceph.conf names)")
 	fs.StringVar(&o.user, "user", "admin", "Ceph user, without \"client.\"")
@@ -74,24 +52,17 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.namespace, "namespace", "", "RADOS namespace in the pool (default: none)")
 	fs.StringVar(&o.hostID, "host-id", "", "this host's name in the volumes' write locks (default: the host name)")
 	fs.StringVar(&o.runDir, "run-dir", "/run/stowage-rbd", "where the FUSE files of staged volumes are mounted")
-	fs.StringVar(&o.name, "name", "", "CSI driver name reported by GetPluginInfo (default: stowage.rbd)")
-	fs.StringVar(&o.nodeID, "node-id", "", "CSI node ID reported by NodeGetInfo (default: the host name)")
-	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
+	if err := o.Check(fs); err != nil {
+		return o, err
+	}
 	switch {
-	case fs.NArg() > 0:
-		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case o.endpoint == "":
-		return o, errors.New("--endpoint is required, as unix:///PATH")
 	case o.conf == "":
 		return o, errors.New("--ceph-conf is required")
 	case o.pool == "":
 		return o, errors.New("--pool is required")
-	}
-	if err := o.level.UnmarshalText([]byte(*level)); err != nil {
-		return o, fmt.Errorf("invalid --log-level %q: use debug, info, warn or error", *level)
 	}
 	return o, nil
 }

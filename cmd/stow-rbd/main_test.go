@@ -14,7 +14,7 @@ func TestParse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parse: %v", err)
 	}
-	if o.endpoint != "unix:///tmp/x.sock" || o.conf != "/etc/ceph/ceph.conf" || o.pool != "rbd" || o.keyring != "/k" || o.hostID != "a" || o.user != "admin" {
+	if o.Endpoint != "unix:///tmp/x.sock" || o.conf != "/etc/ceph/ceph.conf" || o.pool != "rbd" || o.keyring != "/k" || o.hostID != "a" || o.user != "admin" {
 		t.Errorf("parse = %+v", o)
 	}
 	for _, tc := range []struct {

@@ -5,15 +5,14 @@ package main
 import (
 	"context"
 	"io"
-	"log/slog"
 
-	"github.com/stowage/stowage/plugins/csi"
+	"github.com/stowage/stowage/plugins/csi/driver"
 	"github.com/stowage/stowage/plugins/rbd"
 )
 
 // serve connects to the cluster and serves the provider until ctx is done.
 func serve(ctx context.Context, o options, stderr io.Writer) error {
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.level}))
+	log := o.Logger(stderr)
 	p, err := rbd.New(ctx, rbd.Config{
 		ConfFile:  o.conf,
 		Keyring:   o.keyring,
@@ -26,20 +25,9 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	l, err := csi.Listen(o.endpoint)
-	if err != nil {
-		p.Close()
-		return err
-	}
-	srv := csi.NewServer(p, csi.ServerOptions{Name: o.name, Version: version, NodeID: o.nodeID, Logger: log})
-	log.Info("serving the RBD provider over CSI", "endpoint", o.endpoint, "pool", o.pool, "namespace", o.namespace, "version", version)
-	serr := srv.Serve(ctx, l)
+	serr := driver.Serve(ctx, p, o.Flags, version, log, "provider", "rbd", "pool", o.pool, "namespace", o.namespace, "version", version)
 	if err := p.Close(); err != nil {
 		log.Warn("close provider", "error", err)
 	}
-	if serr != nil {
-		return serr
-	}
-	log.Info("stopped")
-	return nil
+	return serr
 }

@@ -64,8 +64,10 @@ unless --live: then the containers that hold it, stow's and Docker's, are
 frozen (cgroup freezer, docker pause) for the final pass, verification and
 switch only, then resumed (--after resume; the source then stays writable
 and unmarked, and what they write from then on is not on the target) or
-killed while still frozen (--after stop; they write nothing the target
-misses). A mount that belongs to no such container is refused.
+killed while still frozen (--after stop: every process of them gets SIGKILL
+before the thaw, so none runs again, not even a SIGTERM handler, and they
+write nothing the target misses). A mount that belongs to no such container
+is refused.
 Then both sides' manifests (content hashes and metadata) must match, the
 target volume becomes ready, and the source volume is marked migrated: it
 mounts read-only from then on, until 'stow volume rm'. An interrupted

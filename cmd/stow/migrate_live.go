@@ -270,16 +270,43 @@ func (l lazyThawer) Thaw(ctx context.Context, cs []migrate.Consumer) ([]migrate.
 	return f.Thaw(ctx, cs)
 }
 
-// stop kills a frozen consumer before it is thawed, so that it writes
-// nothing the target would miss, and waits until it has ended.
+// stop kills a frozen consumer and waits until it has ended. Every process
+// of it gets SIGKILL while it is still frozen, before the thaw: none runs
+// another instruction, so none writes what the target would miss (no
+// SIGTERM handler, no rename half done).
 func (f *liveFreezer) stop(ctx context.Context, c consumer) error {
 	f.log.Debug("stop", "container", c.String())
 	if c.kind == kindStow {
-		// No grace period: the SIGKILL is pending before the thaw.
+		// With no grace period Stop kills the container's cgroup at once:
+		// every process gets SIGKILL while the group is frozen (cgroup.kill
+		// on v2), and only then is it thawed. The SIGTERM it sends PID 1
+		// first is still pending then, and loses to the SIGKILL.
 		return f.engine.Stop(ctx, c.id, 0)
 	}
-	// dockerd thaws a paused container that it kills with SIGKILL.
-	if err := f.docker.post(ctx, "/containers/"+c.id+"/kill"); err != nil {
+	// docker kill signals only the container's first process, and then
+	// unpauses the container (moby's daemon/kill.go): its other processes
+	// would run on until the kernel kills them as that process's PID
+	// namespace ends, or, with --pid=host, until containerd does, many
+	// milliseconds later. So every process of the container's frozen
+	// cgroup is killed here first.
+	var info struct {
+		State struct {
+			Pid     int
+			Running bool
+		}
+	}
+	if err := f.docker.do(ctx, http.MethodGet, "/containers/"+c.id+"/json", &info); err != nil {
+		return err
+	}
+	if !info.State.Running {
+		return nil
+	}
+	n, err := killCgroupOf(info.State.Pid, c.id)
+	if err != nil {
+		return fmt.Errorf("kill docker container %s: %w", c.name, err)
+	}
+	f.log.Debug("killed frozen", "container", c.String(), "processes", n)
+	if err := f.docker.post(ctx, "/containers/"+c.id+"/kill"); err != nil && !errors.Is(err, errDockerConflict) {
 		return err
 	}
 	return f.docker.post(ctx, "/containers/"+c.id+"/wait?condition=not-running")
@@ -304,8 +331,12 @@ func (a *app) newLiveFreezer(pluginSocket, after string) (*liveFreezer, error) {
 	return f, nil
 }
 
-// errDockerNotFound marks dockerd's HTTP 404.
-var errDockerNotFound = errors.New("not found")
+// errDockerNotFound marks dockerd's HTTP 404, errDockerConflict its 409
+// (such as a container that is not running).
+var (
+	errDockerNotFound = errors.New("not found")
+	errDockerConflict = errors.New("conflict")
+)
 
 // dockerClient speaks dockerd's Engine API over its unix socket.
 type dockerClient struct {
@@ -350,8 +381,11 @@ func (d *dockerClient) do(ctx context.Context, method, path string, out any) err
 			e.Message = strings.TrimSpace(string(b))
 		}
 		err := fmt.Errorf("docker %s %s: %s (HTTP %d)", method, path, e.Message, resp.StatusCode)
-		if resp.StatusCode == http.StatusNotFound {
+		switch resp.StatusCode {
+		case http.StatusNotFound:
 			err = fmt.Errorf("%w: %w", errDockerNotFound, err)
+		case http.StatusConflict:
+			err = fmt.Errorf("%w: %w", errDockerConflict, err)
 		}
 		return err
 	}

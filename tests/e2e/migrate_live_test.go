@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -73,16 +74,40 @@ func writerScript(name string) string {
 		`echo "%s $i $(date +%%s%%N)" > $d/.t && mv $d/.t $d/f$i && echo $i > $d/.c && mv $d/.c $d/count; usleep 10000; done`, name, name)
 }
 
-// startWriters starts a stow container and a Docker container that both
-// write into vol on host A, and waits until each has written some files.
-func (h *liveHosts) startWriters(t *testing.T, vol, sw, dw string) {
+// stubbornScript is writerScript with two ways to write after a thaw:
+// SIGTERM makes the writer leave /data/NAME/TERM, and a process of its
+// own appends a line to /data/NAME/late every 20ms. A freeze outlasts
+// that sleep, so this process writes as soon as it runs again.
+func stubbornScript(name string) string {
+	return fmt.Sprintf(`trap "echo term > /data/%s/TERM; exit 0" TERM; mkdir -p /data/%s; `+
+		`(while :; do usleep 20000; echo late >> /data/%s/late; done) & `, name, name, name) + writerScript(name)
+}
+
+// startWriters starts a stow container and a Docker container (with
+// dockerArgs) that both run script(their name) with vol at /data on host
+// A, and waits until each has written some files.
+func (h *liveHosts) startWriters(t *testing.T, vol, sw, dw string, script func(string) string, dockerArgs ...string) {
 	t.Helper()
-	h.mustStow(t, "run", "-d", "--name", sw, "-v", vol+":/data", "bb", "sh", "-c", writerScript(sw))
-	h.d.Must("run", "-d", "--name", dw, "--network", "none",
-		"--mount", "type=volume,src="+vol+",dst=/data,volume-driver="+h.a.Driver, h.image, "sh", "-c", writerScript(dw))
+	h.a.MustStow("volume", "create", vol)
+	h.mustStow(t, "run", "-d", "--name", sw, "-v", vol+":/data", "bb", "sh", "-c", script(sw))
+	h.startDocker(dw, vol, script, dockerArgs...)
 	for _, w := range []string{sw, dw} {
 		h.waitCount(t, w, sw, 5)
 	}
+}
+
+// startDocker starts the Docker container name (with args) that runs
+// script(name) with vol at /data.
+func (h *liveHosts) startDocker(name, vol string, script func(string) string, args ...string) {
+	args = append([]string{"run", "-d", "--name", name, "--network", "none",
+		"--mount", "type=volume,src=" + vol + ",dst=/data,volume-driver=" + h.a.Driver}, args...)
+	h.d.Must(append(args, h.image, "sh", "-c", script(name))...)
+}
+
+// liveMigrate runs stow migrate of vol to B on host A, with the runtime
+// root and A's dockerd.
+func (h *liveHosts) liveMigrate(vol string, extra ...string) harness.Result {
+	return h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), append([]string{"--root", h.root}, extra...)...)...)
 }
 
 // count reads the writer w's count through its container (sw is the stow
@@ -115,6 +140,19 @@ func (h *liveHosts) waitCount(t *testing.T, w, sw string, n int) {
 	}
 }
 
+// checkWriting checks that both writers run, are not paused, and write on.
+func (h *liveHosts) checkWriting(t *testing.T, sw, dw string) {
+	t.Helper()
+	h.checkRunning(t, sw, dw)
+	for _, w := range []string{sw, dw} {
+		c, err := h.count(w, sw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.waitCount(t, w, sw, c)
+	}
+}
+
 // checkRunning checks that both writers run and are not paused.
 func (h *liveHosts) checkRunning(t *testing.T, sw, dw string) {
 	t.Helper()
@@ -122,8 +160,24 @@ func (h *liveHosts) checkRunning(t *testing.T, sw, dw string) {
 	if !strings.Contains(line, "Up ") || strings.Contains(line, "Paused") {
 		t.Errorf("stow ps shows %s as %q; want it up and not paused", sw, line)
 	}
-	if got := strings.TrimSpace(h.d.Must("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", dw)); got != "true false" {
-		t.Errorf("docker inspect %s: running, paused = %s; want true false", dw, got)
+	h.checkDocker(t, dw, "true false")
+}
+
+// checkFrozen checks that both writers are still paused.
+func (h *liveHosts) checkFrozen(t *testing.T, sw, dw string) {
+	t.Helper()
+	if line := psLine(t, h.mustStow(t, "ps"), sw); !strings.Contains(line, "(Paused)") {
+		t.Errorf("stow ps shows %s as %q; want it paused", sw, line)
+	}
+	h.checkDocker(t, dw, "true true")
+}
+
+// checkDocker checks the Docker container c's state, as "RUNNING PAUSED"
+// (such as "true false").
+func (h *liveHosts) checkDocker(t *testing.T, c, want string) {
+	t.Helper()
+	if got := strings.TrimSpace(h.d.Must("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", c)); got != want {
+		t.Errorf("docker inspect %s: running, paused = %s; want %s", c, got, want)
 	}
 }
 
@@ -137,6 +191,16 @@ func psLine(t *testing.T, ps, name string) string {
 	}
 	t.Fatalf("no container %s in stow ps:\n%s", name, ps)
 	return ""
+}
+
+// checkOutput checks that the output out of what holds each of want.
+func checkOutput(t *testing.T, what, out string, want ...string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s output lacks %q:\n%s", what, w, out)
+		}
+	}
 }
 
 // checkSnapshot checks that dst holds, for writer w, exactly what it had
@@ -172,6 +236,24 @@ func checkSnapshot(t *testing.T, src, dst, w string) int {
 	return k
 }
 
+// checkSnapshots mounts vol on B and on A and checks that B holds a
+// snapshot of each writer (checkSnapshot); then, if more is not nil, it
+// calls more with A's and B's directories and the writers' counts on B,
+// before A's mount ends.
+func (h *liveHosts) checkSnapshots(t *testing.T, vol string, writers []string, more func(src, dst string, counts []int)) {
+	t.Helper()
+	dst := mount(t, h.b, vol)
+	fill(t, h.a, vol, func(src string) {
+		counts := make([]int, len(writers))
+		for i, w := range writers {
+			counts[i] = checkSnapshot(t, src, dst, w)
+		}
+		if more != nil {
+			more(src, dst, counts)
+		}
+	})
+}
+
 // treeSums lists every regular file below dir with its sha256.
 func treeSums(t *testing.T, dir string) string {
 	t.Helper()
@@ -190,93 +272,40 @@ func TestMigrateLive(t *testing.T) {
 
 	t.Run("resume", func(t *testing.T) {
 		const vol, sw, dw = "live1", "sw1", "dw1"
-		h.a.MustStow("volume", "create", vol)
-		h.startWriters(t, vol, sw, dw)
+		h.startWriters(t, vol, sw, dw, writerScript)
 
 		// Without --live the mounted volume is refused, after the copy.
-		r := h.migrate(vol, h.target(""), "--root", h.root)
+		r := h.liveMigrate(vol)
 		if r.Code == 0 || !strings.Contains(r.Stderr, "is mounted") || !strings.Contains(r.Stderr, "--live") {
 			t.Fatalf("stow migrate of a mounted volume without --live: %s; want a refusal that names --live", r)
 		}
 		h.checkRunning(t, sw, dw)
 
-		// A final pass that fails leaves the consumers thawed: the
-		// migration is stopped as it starts freezing, the link cut, and
-		// it goes on.
-		args := h.migrateArgs(vol, h.target(""), "--root", h.root, "--live", "--keepalive", "1s")
-		cmd := h.nsA.Command(h.bins.Stow, args...)
-		cmd.Env = env
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
+		// A final pass that fails leaves the consumers thawed.
+		run := h.startCut(t, vol, env, "--keepalive", "1s")
+		run.readUntil("")
+		if err := run.cmd.Wait(); err == nil {
+			t.Fatalf("stow migrate --live exited 0 with the link down:\n%s", run.output())
 		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}
-		})
-		sc := bufio.NewScanner(out)
-		var seen []string
-		for sc.Scan() {
-			seen = append(seen, sc.Text())
-			if strings.HasPrefix(sc.Text(), "freeze: freezing") {
-				break
-			}
-		}
-		if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatalf("stop stow migrate: %v (output so far: %q)", err, seen)
-		}
-		h.nsA.SetLink(false)
-		if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
-			t.Fatal(err)
-		}
-		for sc.Scan() {
-			seen = append(seen, sc.Text())
-		}
-		if err := cmd.Wait(); err == nil {
-			t.Fatalf("stow migrate --live exited 0 with the link down:\n%s", strings.Join(seen, "\n"))
-		}
-		if !strings.Contains(strings.Join(seen, "\n"), "freeze: froze ") {
-			t.Errorf("stow migrate did not get to freeze the writers:\n%s\n%s", strings.Join(seen, "\n"), stderr.String())
-		}
-		if !strings.Contains(stderr.String(), "lost the connection") {
-			t.Errorf("stderr after the link went down: %q; want the lost connection", stderr.String())
+		checkOutput(t, "stow migrate --live with the link down", run.output(), "freeze: froze ")
+		if !strings.Contains(run.stderr.String(), "lost the connection") {
+			t.Errorf("stderr after the link went down: %q; want the lost connection", run.stderr.String())
 		}
 		h.nsA.SetLink(true)
-		h.checkRunning(t, sw, dw)
-		for _, w := range []string{sw, dw} {
-			c, err := h.count(w, sw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.waitCount(t, w, sw, c)
-		}
+		h.checkWriting(t, sw, dw)
 
 		// Now it completes.
-		r = h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live")...)
+		r = h.liveMigrate(vol, "--live")
 		if r.Code != 0 {
 			t.Fatalf("stow migrate --live: %s", r)
 		}
 		t.Logf("stow migrate --live:\n%s", r.Stdout)
-		for _, want := range []string{"freeze: froze ", "stow:" + sw, "docker:" + dw, "final round", "verify", "release: resume", ", then resumed"} {
-			if !strings.Contains(r.Stdout, want) {
-				t.Errorf("stow migrate --live output lacks %q:\n%s", want, r.Stdout)
-			}
-		}
+		checkOutput(t, "stow migrate --live", r.Stdout, "freeze: froze ", "stow:"+sw, "docker:"+dw, "final round", "verify", "release: resume", ", then resumed")
 		h.checkRunning(t, sw, dw)
 		// The resumed writers go on, on the source.
-		dst := mount(t, h.b, vol)
-		fill(t, h.a, vol, func(src string) {
-			for _, w := range []string{sw, dw} {
-				k := checkSnapshot(t, src, dst, w)
-				h.waitCount(t, w, sw, k)
-			}
+		h.checkSnapshots(t, vol, []string{sw, dw}, func(_, _ string, counts []int) {
+			h.waitCount(t, sw, sw, counts[0])
+			h.waitCount(t, dw, sw, counts[1])
 		})
 		// The source is still in use, so it is not marked migrated.
 		if v := h.a.MustStow("--format", "json", "volume", "inspect", vol); strings.Contains(v, "migrated_to") {
@@ -292,34 +321,37 @@ func TestMigrateLive(t *testing.T) {
 		h.checkRunning(t, sw, dw)
 	})
 
+	// With --after stop no process of the writers runs again after the
+	// freeze: not a SIGTERM handler, not the process that appends to late
+	// as soon as it runs. The Docker writer shares the host's PID
+	// namespace, so its other processes do not die with its first one.
 	t.Run("stop", func(t *testing.T) {
 		const vol, sw, dw = "live2", "sw2", "dw2"
-		h.a.MustStow("volume", "create", vol)
-		h.startWriters(t, vol, sw, dw)
-		r := h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live", "--after", "stop", "--format", "json")...)
+		h.startWriters(t, vol, sw, dw, stubbornScript, "--pid=host")
+		r := h.liveMigrate(vol, "--live", "--after", "stop", "--format", "json")
 		if r.Code != 0 {
 			t.Fatalf("stow migrate --live --after stop: %s", r)
 		}
-		for _, want := range []string{`"phase":"freeze"`, `"live":{"consumers":[`, `"after":"stop"`, `"released":true`, `"frozen_ns":`} {
-			if !strings.Contains(r.Stdout, want) {
-				t.Errorf("stow migrate --format json output lacks %s:\n%s", want, r.Stdout)
-			}
-		}
+		checkOutput(t, "stow migrate --format json", r.Stdout, `"phase":"freeze"`, `"live":{"consumers":[`, `"after":"stop"`, `"released":true`, `"frozen_ns":`)
 		if line := psLine(t, h.mustStow(t, "ps", "-a"), sw); !strings.Contains(line, "Exited") {
 			t.Errorf("stow ps -a shows %s as %q; want it exited", sw, line)
 		}
-		if got := strings.TrimSpace(h.d.Must("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", dw)); got != "false false" {
-			t.Errorf("docker inspect %s: running, paused = %s; want false false", dw, got)
-		}
+		h.checkDocker(t, dw, "false false")
 		if v := h.a.MustStow("--format", "json", "volume", "inspect", vol); !strings.Contains(v, `"migrated_to"`) {
 			t.Errorf("source volume is not marked migrated:\n%s", v)
 		}
 		// Killed while frozen, the writers wrote nothing after the freeze:
 		// the source is the target.
-		dst := mount(t, h.b, vol)
-		fill(t, h.a, vol, func(src string) {
+		h.checkSnapshots(t, vol, []string{sw, dw}, func(src, dst string, _ []int) {
 			for _, w := range []string{sw, dw} {
-				checkSnapshot(t, src, dst, w)
+				if _, err := os.Stat(filepath.Join(src, w, "TERM")); err == nil {
+					t.Errorf("writer %s ran its SIGTERM handler after the freeze", w)
+				}
+				a, _ := os.ReadFile(filepath.Join(src, w, "late"))
+				b, _ := os.ReadFile(filepath.Join(dst, w, "late"))
+				if la, lb := strings.Count(string(a), "\n"), strings.Count(string(b), "\n"); la != lb || la == 0 {
+					t.Errorf("writer %s: %d lines in late on A, %d on B; want the same, more than 0 (none written after the freeze)", w, la, lb)
+				}
 			}
 			if a, b := treeSums(t, src), treeSums(t, dst); a != b {
 				t.Errorf("source and target differ:\nA:\n%s\nB:\n%s", a, b)
@@ -329,11 +361,9 @@ func TestMigrateLive(t *testing.T) {
 
 	t.Run("killed while frozen", func(t *testing.T) {
 		const vol, sw, dw, dp = "live4", "sw4", "dw4", "dp4"
-		h.a.MustStow("volume", "create", vol)
-		h.startWriters(t, vol, sw, dw)
+		h.startWriters(t, vol, sw, dw, writerScript)
 		// A container paused before the migration stays paused.
-		h.d.Must("run", "-d", "--name", dp, "--network", "none",
-			"--mount", "type=volume,src="+vol+",dst=/data,volume-driver="+h.a.Driver, h.image, "sh", "-c", writerScript(dp))
+		h.startDocker(dp, vol, writerScript)
 		h.d.Must("pause", dp)
 		t.Cleanup(func() { h.d.Run("unpause", dp) })
 		thawed := "thawed docker:" + dw + ", stow:" + sw + " left frozen by an interrupted migration" // sorted
@@ -342,119 +372,111 @@ func TestMigrateLive(t *testing.T) {
 		// removes the target volume, so the next run starts afresh).
 		h.killFrozen(t, vol, env)
 		h.checkFrozen(t, sw, dw)
-		r := h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--abort", "--force")...)
+		r := h.liveMigrate(vol, "--abort", "--force")
 		if r.Code != 0 || !strings.Contains(r.Stdout, thawed) {
 			t.Fatalf("stow migrate --abort after a kill while frozen: %s; want %q", r, thawed)
 		}
 		h.checkRunning(t, sw, dw)
-		h.checkPaused(t, dp)
+		h.checkDocker(t, dp, "true true")
 
 		// Killed while frozen, then rerun: the rerun thaws them first and
 		// completes.
 		h.killFrozen(t, vol, env)
 		h.checkFrozen(t, sw, dw)
-		r = h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live")...)
+		r = h.liveMigrate(vol, "--live")
 		if r.Code != 0 {
 			t.Fatalf("stow migrate --live after a kill while frozen: %s", r)
 		}
-		for _, want := range []string{"release: " + thawed, "freeze: froze ", "verify", "release: resume", ", then resumed"} {
-			if !strings.Contains(r.Stdout, want) {
-				t.Errorf("stow migrate --live output lacks %q:\n%s", want, r.Stdout)
-			}
-		}
-		h.checkRunning(t, sw, dw)
-		h.checkPaused(t, dp)
-		for _, w := range []string{sw, dw} {
-			c, err := h.count(w, sw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.waitCount(t, w, sw, c)
-		}
-		dst := mount(t, h.b, vol)
-		fill(t, h.a, vol, func(src string) {
-			for _, w := range []string{sw, dw} {
-				checkSnapshot(t, src, dst, w)
-			}
-		})
+		checkOutput(t, "stow migrate --live", r.Stdout, "release: "+thawed, "freeze: froze ", "verify", "release: resume", ", then resumed")
+		h.checkWriting(t, sw, dw)
+		h.checkDocker(t, dp, "true true")
+		h.checkSnapshots(t, vol, []string{sw, dw}, nil)
 	})
 
 	t.Run("unknown holder", func(t *testing.T) {
 		const vol = "live3"
 		h.a.MustStow("volume", "create", vol)
 		mount(t, h.a, vol) // a holder that is no container
-		r := h.nsA.Run(h.d.Env(), h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live")...)
+		r := h.liveMigrate(vol, "--live")
 		if r.Code == 0 || !strings.Contains(r.Stderr, "mount IDs e2e-check") || !strings.Contains(r.Stderr, "belong to no container") {
 			t.Fatalf("stow migrate --live of a volume mounted by no container: %s; want a refusal naming the mount ID", r)
 		}
 	})
 }
 
+// cutRun is a stow migrate --live on host A whose link was cut as it
+// started freezing, so that its final pass cannot end.
+type cutRun struct {
+	cmd    *exec.Cmd
+	sc     *bufio.Scanner
+	seen   []string
+	stderr strings.Builder
+}
+
+// startCut starts stow migrate --live of vol (with extra arguments) and
+// reads its output until it starts freezing; there it stops the process,
+// cuts A's link and lets it go on.
+func (h *liveHosts) startCut(t *testing.T, vol string, env []string, extra ...string) *cutRun {
+	t.Helper()
+	r := &cutRun{cmd: h.nsA.Command(h.bins.Stow, h.migrateArgs(vol, h.target(""), append([]string{"--root", h.root, "--live"}, extra...)...)...)}
+	r.cmd.Env = env
+	r.cmd.Stderr = &r.stderr
+	out, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if r.cmd.ProcessState == nil {
+			r.cmd.Process.Kill()
+			r.cmd.Wait()
+		}
+	})
+	r.sc = bufio.NewScanner(out)
+	if !r.readUntil("freeze: freezing") {
+		r.cmd.Wait()
+		t.Fatalf("stow migrate --live ended before it started freezing:\n%s\n%s", r.output(), r.stderr.String())
+	}
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatalf("stop stow migrate: %v (output so far: %q)", err, r.seen)
+	}
+	h.nsA.SetLink(false)
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// readUntil reads output lines until one that starts with prefix (a
+// non-empty one), and reports whether it came before the output ended.
+func (r *cutRun) readUntil(prefix string) bool {
+	for r.sc.Scan() {
+		r.seen = append(r.seen, r.sc.Text())
+		if prefix != "" && strings.HasPrefix(r.sc.Text(), prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// output is the output read so far.
+func (r *cutRun) output() string { return strings.Join(r.seen, "\n") }
+
 // killFrozen starts stow migrate --live of vol and kills it with SIGKILL
 // once it has frozen the writers: the link is cut as it starts freezing,
 // so that the final pass cannot end before the kill.
 func (h *liveHosts) killFrozen(t *testing.T, vol string, env []string) {
 	t.Helper()
-	cmd := h.nsA.Command(h.bins.Stow, h.migrateArgs(vol, h.target(""), "--root", h.root, "--live")...)
-	cmd.Env = env
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
+	run := h.startCut(t, vol, env)
 	defer h.nsA.SetLink(true)
-	sc := bufio.NewScanner(out)
-	var seen []string
-	wait := "freeze: freezing"
-	for sc.Scan() {
-		seen = append(seen, sc.Text())
-		if !strings.HasPrefix(sc.Text(), wait) {
-			continue
-		}
-		if wait == "freeze: froze " {
-			break
-		}
-		if err := cmd.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatalf("stop stow migrate: %v (output so far: %q)", err, seen)
-		}
-		h.nsA.SetLink(false)
-		if err := cmd.Process.Signal(syscall.SIGCONT); err != nil {
-			t.Fatal(err)
-		}
-		wait = "freeze: froze "
-	}
-	if err := cmd.Process.Kill(); err != nil {
+	froze := run.readUntil("freeze: froze ")
+	if err := run.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
-	if len(seen) == 0 || !strings.HasPrefix(seen[len(seen)-1], "freeze: froze ") {
-		t.Fatalf("stow migrate --live ended before it froze the writers:\n%s\n%s", strings.Join(seen, "\n"), stderr.String())
-	}
-}
-
-// checkFrozen checks that both writers are still paused.
-func (h *liveHosts) checkFrozen(t *testing.T, sw, dw string) {
-	t.Helper()
-	if line := psLine(t, h.mustStow(t, "ps"), sw); !strings.Contains(line, "(Paused)") {
-		t.Errorf("stow ps shows %s as %q; want it paused", sw, line)
-	}
-	h.checkPaused(t, dw)
-}
-
-// checkPaused checks that Docker container c runs paused.
-func (h *liveHosts) checkPaused(t *testing.T, c string) {
-	t.Helper()
-	if got := strings.TrimSpace(h.d.Must("inspect", "-f", "{{.State.Running}} {{.State.Paused}}", c)); got != "true true" {
-		t.Errorf("docker inspect %s: running, paused = %s; want true true", c, got)
+	run.cmd.Wait()
+	if !froze {
+		t.Fatalf("stow migrate --live ended before it froze the writers:\n%s\n%s", run.output(), run.stderr.String())
 	}
 }

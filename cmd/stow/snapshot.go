@@ -146,9 +146,11 @@ func (a *app) volumeResizeCommand() *cobra.Command {
 		Short: "Grow a volume",
 		Long: `Grow VOLUME to SIZE (e.g. 2GiB) and print its name and new size.
 
-A mounted volume grows online, its file system too. Volumes never shrink: a
-size below the current one is refused. The provider must be able to resize
-(rbd can, local cannot).`,
+The file system of a mounted volume grows online where the provider can,
+otherwise when the volume is next mounted (rbd grows ext4 online only with
+CAP_SYS_RESOURCE); volumed's log says which. Volumes never shrink: a size
+below the current one is refused. The provider must be able to resize (rbd
+can, local cannot).`,
 		Example: "  stow volume resize pg 2GiB",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/volumed/api"
+	"github.com/stowage/stowage/volumed/store"
 )
 
 // Resize grows the named volume to size bytes and records the capacity the
-// provider gave it. A mounted volume grows online: the provider gets its
-// staging and mount paths on this host to grow the file system too.
+// provider gave it. For a mounted volume the provider gets its staging and
+// mount paths on this host to grow the file system too, online, where it
+// can; some grow it only at the next mount (rbd's ext4 without
+// CAP_SYS_RESOURCE), so the log says what the file system's size showed.
 // Volumes never shrink: less than the recorded capacity is ErrInvalid and
 // changes nothing; the same capacity asks the provider again, which
 // finishes a resize that was cut short. A provider that cannot resize is
@@ -50,6 +54,7 @@ func (m *Manager) Resize(ctx context.Context, name string, size int64) (api.Volu
 	if err := waitRunning(ctx, p); err != nil {
 		return fail(err)
 	}
+	before, measured := m.fsSize(ctx, p, rec)
 	var got int64
 	err = call(ctx, p, "expand", func(ctx context.Context) error {
 		var err error
@@ -62,12 +67,57 @@ func (m *Manager) Resize(ctx context.Context, name string, size int64) (api.Volu
 	if err != nil {
 		return fail(err)
 	}
+	had := rec.CapacityBytes
 	rec.CapacityBytes = max(got, size)
 	if err := m.save(rec); err != nil {
 		return fail(err)
 	}
-	m.log.Info("volume resized", "volume", name, "provider", p.name, "capacity_bytes", rec.CapacityBytes, "online", req.TargetPath != "" || req.StagingPath != "")
+	attrs := []any{"volume", name, "provider", p.name, "capacity_bytes", rec.CapacityBytes}
+	after, measuredAfter := m.fsSize(ctx, p, rec)
+	switch {
+	case !rec.Staged && !rec.Published:
+		m.log.Info("volume resized; its file system grows when next mounted", append(attrs, "online", false)...)
+	case !measured || !measuredAfter:
+		m.log.Info("volume resized; the size of its mounted file system is unknown", attrs...)
+	case after > before:
+		m.log.Info("volume resized, its mounted file system online", append(attrs, "online", true, "fs_bytes", after)...)
+	case rec.CapacityBytes == had:
+		m.log.Info("volume resized to the size it had", append(attrs, "fs_bytes", after)...)
+	default:
+		// Containers see the old size until the volume is mounted anew.
+		m.log.Warn("volume resized; its mounted file system grows only when next mounted", append(attrs, "online", false, "fs_bytes", after)...)
+	}
 	return m.apiVolume(rec), nil
+}
+
+// fsSizeTimeout bounds each measurement of fsSize.
+const fsSizeTimeout = 5 * time.Second
+
+// fsSize returns the size of the file system of volume rec where it is
+// mounted on this host, as the provider's Stats measures it. It reports
+// false when the volume is not mounted or its size is not known.
+func (m *Manager) fsSize(ctx context.Context, p *provider, rec store.Record) (int64, bool) {
+	if !rec.Published {
+		return 0, false
+	}
+	if caps, err := p.capabilities(ctx); err != nil || !caps.Stats {
+		return 0, false
+	}
+	// A hung mount must not hold the resize for long; the size only goes
+	// to the log.
+	ctx, cancel := context.WithTimeout(ctx, fsSizeTimeout)
+	defer cancel()
+	var st volume.Stats
+	err := call(ctx, p, "stats", func(ctx context.Context) error {
+		var err error
+		st, err = p.p.Stats(ctx, rec.ID, m.Mountpoint(rec.Name))
+		return err
+	})
+	if err != nil {
+		m.log.Debug("measure the file system of a resized volume", "volume", rec.Name, "provider", p.name, "error", err)
+		return 0, false
+	}
+	return st.CapacityBytes, st.CapacityBytes > 0
 }
 
 // Unlock breaks the write lock that another host holds on the named volume

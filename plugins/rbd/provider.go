@@ -119,6 +119,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Provider, error) {
 		// Images that librbd creates on its own, as copies, get the
 		// provider's features too.
 		{"rbd_default_features", strconv.FormatUint(imageFeatures, 10)},
+		// A write returns once the cluster has it, never from librbd's
+		// cache alone: a write that the cache took, and failed to write
+		// back (as after this host was fenced), is forgotten, and a later
+		// flush succeeds, so fsync would report data safe that is lost.
+		// Reads are still cached.
+		{"rbd_cache_policy", "writethrough"},
 	}
 	if cfg.Keyring != "" {
 		opts = append(opts, [2]string{"keyring", cfg.Keyring})

@@ -13,11 +13,9 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/stowage/stowage/internal/loopdev"
 	"github.com/stowage/stowage/plugins/volume"
 )
-
-// loopControl is the loop device allocator.
-const loopControl = "/dev/loop-control"
 
 // Stage mounts the volume at req.StagingPath: a bind mount of the data
 // directory for type dir, the image through a loop device for type fs.
@@ -137,22 +135,11 @@ func (p *Provider) Stats(ctx context.Context, volumeID, path string) (volume.Sta
 	if _, err := p.meta(volumeID); err != nil {
 		return volume.Stats{}, err
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return volume.Stats{}, wrapOp("stat volume", volumeID, &os.PathError{Op: "statfs", Path: path, Err: err})
+	u, err := loopdev.Statfs(path)
+	if err != nil {
+		return volume.Stats{}, wrapOp("stat volume", volumeID, err)
 	}
-	bs := int64(st.Frsize) // the unit of the block counts
-	if bs == 0 {
-		bs = int64(st.Bsize)
-	}
-	return volume.Stats{
-		CapacityBytes:  int64(st.Blocks) * bs,
-		AvailableBytes: int64(st.Bavail) * bs,
-		UsedBytes:      int64(st.Blocks-st.Bfree) * bs,
-		Inodes:         int64(st.Files),
-		InodesFree:     int64(st.Ffree),
-		InodesUsed:     int64(st.Files - st.Ffree),
-	}, nil
+	return volume.Stats(u), nil
 }
 
 // wrapOp adds "op volume" context to err and a contract class by its cause;
@@ -177,175 +164,40 @@ func wrapOp(op, id string, err error) error {
 }
 
 // mounted reports whether path is a mount point.
-func mounted(path string) (bool, error) {
-	ok, err := mountinfo.Mounted(path)
-	if err != nil {
-		return false, fmt.Errorf("check mount %s: %w", path, err)
-	}
-	return ok, nil
-}
+func mounted(path string) (bool, error) { return loopdev.Mounted(path) }
 
 func mount(source, target, fstype string, flags uintptr) error {
-	if err := unix.Mount(source, target, fstype, flags, ""); err != nil {
-		return &os.PathError{Op: "mount", Path: target, Err: err}
-	}
-	return nil
+	return loopdev.Mount(source, target, fstype, flags, "")
 }
 
 // unmount unmounts path if it is a mount point; a missing path or one not
 // mounted is fine.
-func unmount(path string) error {
-	ok, err := mounted(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil || !ok {
-		return err
-	}
-	if err := unix.Unmount(path, 0); err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: unmounted meanwhile
-		return &os.PathError{Op: "unmount", Path: path, Err: err}
-	}
-	return nil
-}
+func unmount(path string) error { return loopdev.Unmount(path) }
 
 // mountImage attaches image to a loop device and mounts it on target. The
 // loop device is set to autoclear, so it detaches when the file system is
 // unmounted (or, if the mount fails, when it is closed here).
 func mountImage(ctx context.Context, image, target, fstype string) error {
-	dev, fd, err := attachLoop(ctx, image)
+	f, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(fd)
-	return mount(dev, target, fstype, 0)
+	dev, err := loopdev.Attach(ctx, f, loopdev.Options{Autoclear: true})
+	f.Close()
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("%w: %w", volume.ErrUnavailable, err)
+	}
+	defer dev.Close()
+	return mount(dev.Path, target, fstype, 0)
 }
 
-// attachLoop attaches image to a free loop device and returns its path and
-// an open descriptor, which keeps it attached until closed.
-func attachLoop(ctx context.Context, image string) (string, int, error) {
-	backing, err := unix.Open(image, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", -1, &os.PathError{Op: "open", Path: image, Err: err}
-	}
-	defer unix.Close(backing)
-	ctl, err := unix.Open(loopControl, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", -1, fmt.Errorf("%w: %w", volume.ErrUnavailable, &os.PathError{Op: "open", Path: loopControl, Err: err})
-	}
-	defer unix.Close(ctl)
-
-	// Another process may take the free device between asking for it and
-	// configuring it; then the kernel says EBUSY and we ask again.
-	const attempts = 32
-	for range attempts {
-		if err := ctx.Err(); err != nil {
-			return "", -1, err
-		}
-		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
-		if err != nil {
-			return "", -1, fmt.Errorf("%w: get free loop device: %w", volume.ErrUnavailable, err)
-		}
-		dev := fmt.Sprintf("/dev/loop%d", n)
-		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return "", -1, fmt.Errorf("%w: %w", volume.ErrUnavailable, &os.PathError{Op: "open", Path: dev, Err: err})
-		}
-		err = configureLoop(fd, backing, image)
-		if err == nil {
-			return dev, fd, nil
-		}
-		unix.Close(fd)
-		if !errors.Is(err, unix.EBUSY) {
-			return "", -1, fmt.Errorf("%w: attach %s: %w", volume.ErrUnavailable, dev, err)
-		}
-	}
-	return "", -1, fmt.Errorf("%w: attach loop device: every free device was taken by others (%d attempts)", volume.ErrUnavailable, attempts)
-}
-
-// configureLoop binds backing to the loop device fd with autoclear, using
-// LOOP_CONFIGURE (Linux 5.8) or else LOOP_SET_FD and LOOP_SET_STATUS64.
-func configureLoop(fd, backing int, name string) error {
-	info := unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}
-	copy(info.File_name[:len(info.File_name)-1], name)
-	err := unix.IoctlLoopConfigure(fd, &unix.LoopConfig{Fd: uint32(backing), Info: info})
-	if err == nil || !(errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY)) {
-		return err
-	}
-	if err := unix.IoctlSetInt(fd, unix.LOOP_SET_FD, backing); err != nil {
-		return err
-	}
-	if err := unix.IoctlLoopSetStatus64(fd, &info); err != nil {
-		return errors.Join(err, unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0))
-	}
-	return nil
-}
-
-// loopDevices returns the loop devices (e.g. "loop3") backed by image. It
-// matches the backing file by device and inode, as LOOP_GET_STATUS64 reports
-// them, not by path: the path the kernel shows is the one the image was
-// opened by, in the mount namespace of whoever attached it, and a provider
-// in a sidecar container, or restarted in a new one, reaches the same file
-// by another path. Only devices whose backing file has the image's base
-// name are opened to ask, so that a device of someone else's that hangs
-// (one backed by a stuck FUSE file, say) does not hang this. A missing
-// image has none.
-func loopDevices(image string) ([]string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(image, &st); err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, nil
-		}
-		return nil, &os.PathError{Op: "stat", Path: image, Err: err}
-	}
-	files, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
-	if err != nil {
-		return nil, err
-	}
-	var devs []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue // detached meanwhile
-		}
-		if err != nil {
-			return nil, err
-		}
-		backing := strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), " (deleted)")
-		if filepath.Base(backing) != filepath.Base(image) {
-			continue
-		}
-		name := filepath.Base(filepath.Dir(filepath.Dir(f)))
-		dev, ino, err := loopBacking("/dev/" + name)
-		if err != nil {
-			return nil, err
-		}
-		if ino != 0 && dev == uint64(st.Dev) && ino == st.Ino {
-			devs = append(devs, name)
-		}
-	}
-	return devs, nil
-}
-
-// loopBacking returns the device and inode of the file backing the loop
-// device at path; 0, 0 when it has none or is gone.
-func loopBacking(path string) (dev, ino uint64, err error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENXIO) || errors.Is(err, unix.ENODEV) {
-		return 0, 0, nil // removed meanwhile, or no device node for it
-	}
-	if err != nil {
-		return 0, 0, &os.PathError{Op: "open", Path: path, Err: err}
-	}
-	defer unix.Close(fd)
-	info, err := unix.IoctlLoopGetStatus64(fd)
-	if errors.Is(err, unix.ENXIO) {
-		return 0, 0, nil // not attached
-	}
-	if err != nil {
-		return 0, 0, &os.PathError{Op: "get loop status", Path: path, Err: err}
-	}
-	return info.Device, info.Inode, nil
-}
+// loopDevices returns the loop devices (e.g. "loop3") backed by image,
+// matched by device and inode (see package loopdev for why not by path).
+// A missing image has none.
+func loopDevices(image string) ([]string, error) { return loopdev.Find(image) }
 
 // detachWait bounds how long Unstage waits for an autoclear loop device to
 // go away after the unmount.

@@ -6,48 +6,26 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
 
-	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
+	"github.com/stowage/stowage/internal/loopdev"
 	"github.com/stowage/stowage/plugins/volume"
 )
 
 // mounted reports whether path is a mount point.
-func mounted(path string) (bool, error) {
-	ok, err := mountinfo.Mounted(path)
-	if err != nil {
-		return false, fmt.Errorf("check mount %s: %w", path, err)
-	}
-	return ok, nil
-}
+func mounted(path string) (bool, error) { return loopdev.Mounted(path) }
 
 func mount(source, target, fstype string, flags uintptr, data string) error {
-	if err := unix.Mount(source, target, fstype, flags, data); err != nil {
-		return &os.PathError{Op: "mount", Path: target, Err: err}
-	}
-	return nil
+	return loopdev.Mount(source, target, fstype, flags, data)
 }
 
 // unmount unmounts path if it is a mount point; a missing path or one not
 // mounted is fine.
-func unmount(path string) error {
-	ok, err := mounted(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil || !ok {
-		return err
-	}
-	if err := unix.Unmount(path, 0); err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: unmounted meanwhile
-		return &os.PathError{Op: "unmount", Path: path, Err: err}
-	}
-	return nil
-}
+func unmount(path string) error { return loopdev.Unmount(path) }
 
 // mountFS mounts the file system fstype on dev at target. A read-only
 // mount replays no journal, which would write. XFS mounts with nouuid, as
@@ -224,20 +202,6 @@ func freeze(path string) (thaw func() error, err error) {
 
 // statFS reports the file system mounted at path.
 func statFS(path string) (volume.Stats, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return volume.Stats{}, &os.PathError{Op: "statfs", Path: path, Err: err}
-	}
-	bs := int64(st.Frsize)
-	if bs == 0 {
-		bs = int64(st.Bsize)
-	}
-	return volume.Stats{
-		CapacityBytes:  int64(st.Blocks) * bs,
-		AvailableBytes: int64(st.Bavail) * bs,
-		UsedBytes:      int64(st.Blocks-st.Bfree) * bs,
-		Inodes:         int64(st.Files),
-		InodesFree:     int64(st.Ffree),
-		InodesUsed:     int64(st.Files - st.Ffree),
-	}, nil
+	u, err := loopdev.Statfs(path)
+	return volume.Stats(u), err
 }

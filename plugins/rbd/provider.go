@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -208,16 +209,18 @@ func (p *Provider) Close() error {
 	return nil
 }
 
-// reportStale logs loop devices that a previous run of the provider left
-// attached to its FUSE files: their volumes stay unusable until unstaged.
+// reportStale logs the FUSE files that a previous run of the provider in
+// this mount namespace left mounted: their volumes stay attached until
+// unstaged.
 func (p *Provider) reportStale(ctx context.Context) {
-	devs, err := loopsBacking(p.cfg.RunDir)
+	dirs, err := staleFUSE(p.cfg.RunDir)
 	if err != nil {
-		p.log.WarnContext(ctx, "list loop devices", "error", err)
+		p.log.WarnContext(ctx, "list FUSE mounts", "error", err)
 		return
 	}
-	for _, d := range devs {
-		p.log.WarnContext(ctx, "loop device of a previous run is still attached; unstage its volume to release it", "device", d)
+	for _, d := range dirs {
+		p.log.WarnContext(ctx, "loop device of a previous run is still attached to the volume's FUSE file; unstage the volume to release it",
+			"volume", filepath.Base(d), "path", d)
 	}
 }
 

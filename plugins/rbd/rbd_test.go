@@ -14,10 +14,15 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	librbd "github.com/ceph/go-ceph/rbd"
+	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/loopdev"
+	"github.com/stowage/stowage/internal/testenv"
 
 	"github.com/stowage/stowage/plugins/rbd/rbdtest"
 	"github.com/stowage/stowage/plugins/volume"
@@ -122,6 +127,7 @@ func TestRBD(t *testing.T) {
 	t.Run("SingleWriter", func(t *testing.T) { testSingleWriter(t, e) })
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, e) })
 	t.Run("StaleMountNamespace", func(t *testing.T) { testStaleNamespace(t, e) })
+	t.Run("RestartThroughOtherPath", func(t *testing.T) { testRestartOtherPath(t, e) })
 }
 
 // staged is a volume staged and published by a test.
@@ -231,6 +237,7 @@ func testRestage(t *testing.T, e *env, fs string, size int64) {
 		t.Errorf("Create: capacity %d, want %d", v.CapacityBytes, size)
 	}
 	s := mustStage(t, p, "data", volume.SingleNodeWriter)
+	l := loopOf(t, p, "data")
 	data := randomData(t, 8<<20)
 	writeSynced(t, s.path("blob"), data)
 	st, err := p.Stats(ctx, "data", s.target)
@@ -238,8 +245,8 @@ func testRestage(t *testing.T, e *env, fs string, size int64) {
 		t.Errorf("Stats = %+v, %v; want a capacity up to %d with at least 8MiB used", st, err, size)
 	}
 	s.release(t)
-	if devs, err := loopsBacking(p.cfg.RunDir); err != nil || len(devs) != 0 {
-		t.Errorf("loop devices left after Unstage: %v, %v", devs, err)
+	if l.attached(t) {
+		t.Errorf("%s still attached after Unstage", l.name)
 	}
 	if ok, _ := mounted(filepath.Join(p.cfg.RunDir, "data")); ok {
 		t.Error("FUSE file still mounted after Unstage")
@@ -494,6 +501,7 @@ func testSingleWriter(t *testing.T, e *env) {
 	// host-a dies holding the write lock: host-b unlocks and takes over;
 	// host-a can no longer write.
 	sa = mustStage(t, a, "shared", volume.SingleNodeWriter)
+	la := loopOf(t, a, "shared")
 	writeSynced(t, sa.path("f"), synced)
 	holder, err := b.Unlock(ctx, "shared")
 	if err != nil || !strings.Contains(holder, `host "host-a"`) {
@@ -505,28 +513,47 @@ func testSingleWriter(t *testing.T, e *env) {
 	sb := mustStage(t, b, "shared", volume.SingleNodeWriter)
 	checkFile(t, sb.path("f"), synced)
 	writeSynced(t, sb.path("h"), []byte("from b"))
-	// The fenced host's writes fail: its client is blocklisted.
-	err = os.WriteFile(sa.path("zombie"), randomData(t, 64<<10), 0o644)
-	if err == nil {
-		f, oerr := os.OpenFile(sa.path("zombie"), os.O_RDWR, 0)
-		if oerr == nil {
-			err = f.Sync()
-			f.Close()
-		} else {
-			err = oerr
+	// The fenced host's writes fail, and so does every fsync after them,
+	// as `dd conv=fsync` does it: its client is blocklisted, and the
+	// flush that the file system sends down to the FUSE file reaches
+	// librbd and fails there.
+	fenced := randomData(t, 1<<20)
+	if err := overwriteSynced(sa.path("f"), fenced); err == nil {
+		t.Error("host-a overwrote a file and fsynced it after it was fenced")
+	} else {
+		t.Logf("fsync on the fenced host: %v", err)
+	}
+	if err := overwriteSynced(sa.path("f"), fenced); err == nil {
+		t.Error("a second fsync on the fenced host succeeded")
+	}
+	if err := overwriteSynced(sa.path("zombie"), randomData(t, 64<<10)); err == nil {
+		t.Error("host-a created a file and fsynced it after it was fenced")
+	}
+	// Below the file system: every write to the FUSE file fails, at once.
+	// (Were librbd to take one into its cache, its write-back would fail
+	// later, unseen, and the next flush succeed.)
+	ff, err := os.OpenFile(a.stagedAt("shared").file.path(), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		_, err := ff.WriteAt(randomData(t, 4096), int64(i)<<20)
+		if err == nil {
+			t.Errorf("write %d to the fenced host's FUSE file succeeded", i)
+		} else if !errors.Is(err, eBlocklisted) && !errors.Is(err, syscall.EPERM) {
+			t.Errorf("write %d to the fenced host's FUSE file: %v; want ESHUTDOWN (blocklisted) or EPERM", i, err)
 		}
 	}
-	if err == nil {
-		t.Error("host-a wrote and synced after it was fenced")
-	}
+	ff.Close()
 	sb.release(t)
 	// host-a's unstage releases what it can locally.
 	sa.release(t)
-	if devs, err := loopsBacking(a.cfg.RunDir); err != nil || len(devs) != 0 {
-		t.Errorf("host-a keeps loop devices after its Unstage: %v, %v", devs, err)
+	if la.attached(t) {
+		t.Errorf("host-a keeps %s after its Unstage", la.name)
 	}
 	sb = mustStage(t, b, "shared", volume.SingleNodeWriter)
 	checkFile(t, sb.path("h"), []byte("from b"))
+	checkFile(t, sb.path("f"), synced) // not what the fenced host wrote
 	if _, err := os.Stat(sb.path("zombie")); err == nil {
 		t.Error("the fenced host's file reached the volume")
 	}
@@ -700,4 +727,182 @@ func stopPinner(t *testing.T, cmd *exec.Cmd) {
 	}
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
+}
+
+// overwriteSynced writes data at the start of the file at path, creating
+// it if need be, and fsyncs it, as `dd conv=notrunc,fsync` does; it returns
+// the first error.
+func overwriteSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteAt(data, 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
+// loop is the loop device of a staged volume and the file it is attached
+// to: the device and inode of the FUSE file, and the path sysfs shows.
+type loop struct {
+	name     string
+	dev, ino uint64
+	backing  string
+}
+
+// loopOf returns the loop device on which p staged id.
+func loopOf(t *testing.T, p *Provider, id string) loop {
+	t.Helper()
+	st := p.stagedAt(id)
+	if st == nil || st.loop == nil {
+		t.Fatalf("%s is not staged", id)
+	}
+	l := loop{name: st.loop.Name, backing: backingPath(st.loop.Name)}
+	var err error
+	if l.dev, l.ino, err = loopdev.Backing(l.name); err != nil || l.ino == 0 || l.backing == "" {
+		t.Fatalf("backing file of %s: %d:%d at %q, %v", l.name, l.dev, l.ino, l.backing, err)
+	}
+	return l
+}
+
+// backingPath returns the path of the file backing the loop device named
+// name, as sysfs shows it, or "" when it has none.
+func backingPath(name string) string {
+	b, err := os.ReadFile("/sys/block/" + name + "/loop/backing_file")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// attached reports whether l is still attached to its file: by device and
+// inode while that file answers, else (its FUSE server is gone) by path.
+// A device that someone else attached meanwhile to another file is not.
+func (l loop) attached(t *testing.T) bool {
+	t.Helper()
+	dev, ino, err := loopdev.Backing(l.name)
+	if err != nil {
+		t.Fatalf("backing file of %s: %v", l.name, err)
+	}
+	if ino != 0 {
+		return dev == l.dev && ino == l.ino
+	}
+	return backingPath(l.name) == l.backing
+}
+
+// testRestartOtherPath: a provider dies with a volume staged, leaving its
+// loop device on a FUSE file that no longer answers. The restarted
+// provider reaches its run directory by another path than the dead one
+// did (a bind mount, as a container has its own view of the host's
+// paths). Unstaging the volume must find and detach exactly that loop
+// device, and leave alone the live one of another provider that has a
+// volume of the same name staged; the data that was synced survives.
+func testRestartOtherPath(t *testing.T, e *env) {
+	ctx := testContext(t)
+	real, other := t.TempDir(), t.TempDir()
+	// real becomes a shared mount and other a bind mount of it, in its
+	// peer group: a FUSE file mounted under either shows under both.
+	bind(t, real, real, unix.MS_BIND)
+	if err := unix.Mount("", real, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatalf("make %s shared: %v", real, err)
+	}
+	bind(t, real, other, unix.MS_BIND)
+
+	a := e.provider(t, Config{Namespace: e.c.Namespace(t, fmt.Sprintf("t%d", e.ns.Add(1))), HostID: "a", RunDir: other})
+	create(t, a, volume.CreateRequest{Name: "v", CapacityBytes: 64 << 20})
+	s, err := stageAt(t, a, "v", t.TempDir(), volume.SingleNodeWriter)
+	if err != nil {
+		t.Fatalf("Stage: %v", err)
+	}
+	data := randomData(t, 1<<20)
+	writeSynced(t, s.path("f"), data)
+	dead := loopOf(t, a, "v")
+
+	// Another provider has a volume of the same name staged.
+	c := e.newProvider(t, "c")
+	create(t, c, volume.CreateRequest{Name: "v", CapacityBytes: 64 << 20})
+	sc := mustStage(t, c, "v", volume.SingleNodeWriter)
+	live := loopOf(t, c, "v")
+	kept := randomData(t, 64<<10)
+	writeSynced(t, sc.path("g"), kept)
+
+	crash(t, a, "v")
+	if !dead.attached(t) {
+		t.Fatalf("%s detached by the crash", dead.name)
+	}
+
+	// The restarted provider, on this host, through the other path.
+	b := e.provider(t, Config{Namespace: a.cfg.Namespace, HostID: "a", RunDir: real})
+	if err := b.Unpublish(ctx, "v", s.target); err != nil {
+		t.Fatalf("Unpublish after the restart: %v", err)
+	}
+	if err := b.Unstage(ctx, "v", s.staging); err != nil {
+		t.Fatalf("Unstage after the restart: %v", err)
+	}
+	if dead.attached(t) {
+		t.Errorf("%s of the dead provider still attached after Unstage", dead.name)
+	}
+	for _, dir := range []string{filepath.Join(real, "v"), filepath.Join(other, "v")} {
+		if ok, err := mounted(dir); ok || (err != nil && !errors.Is(err, os.ErrNotExist)) {
+			t.Errorf("FUSE file of the dead provider still mounted at %s (%v)", dir, err)
+		}
+	}
+	if !live.attached(t) {
+		t.Errorf("%s of the other provider's volume v was detached", live.name)
+	}
+	checkFile(t, sc.path("g"), kept)
+
+	s = mustStage(t, b, "v", volume.SingleNodeWriter)
+	checkFile(t, s.path("f"), data)
+	s.release(t)
+	if err := b.Delete(ctx, "v"); err != nil {
+		t.Errorf("Delete: %v", err)
+	}
+}
+
+// bind mounts source on target with flags, until the test ends.
+func bind(t *testing.T, source, target string, flags uintptr) {
+	t.Helper()
+	if err := unix.Mount(source, target, "", flags, ""); err != nil {
+		t.Fatalf("bind %s on %s: %v", source, target, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", target, err)
+		}
+	})
+}
+
+// crash makes p as good as dead for the staged volume id: its FUSE
+// connection is aborted and its loop device closed (as when the process
+// exits), its image closed without unlocking, and p forgets the volume. The loop device and the
+// file system mounted on it stay, as they do after a crash.
+func crash(t *testing.T, p *Provider, id string) {
+	t.Helper()
+	st := p.stagedAt(id)
+	p.mu.Lock()
+	delete(p.staged, id)
+	p.mu.Unlock()
+	var sx unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, st.file.dir, 0, unix.STATX_INO, &sx); err != nil {
+		t.Fatal(err)
+	}
+	const conns = "/sys/fs/fuse/connections"
+	abort := fmt.Sprintf("%s/%d/abort", conns, sx.Dev_minor)
+	if _, err := os.Stat(abort); errors.Is(err, os.ErrNotExist) {
+		if err := unix.Mount("fusectl", conns, "fusectl", 0, ""); err != nil {
+			testenv.Unavailable(t, "mount fusectl on %s, to abort a FUSE connection: %v", conns, err)
+		}
+		t.Cleanup(func() { _ = unix.Unmount(conns, unix.MNT_DETACH) })
+	}
+	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+		t.Fatalf("abort FUSE connection: %v", err)
+	}
+	st.file.srv.Wait()
+	if err := st.loop.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.img.Close()
 }

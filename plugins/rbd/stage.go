@@ -16,6 +16,7 @@ import (
 	librbd "github.com/ceph/go-ceph/rbd"
 	"golang.org/x/sys/unix"
 
+	"github.com/stowage/stowage/internal/loopdev"
 	"github.com/stowage/stowage/plugins/volume"
 )
 
@@ -319,32 +320,26 @@ func (p *Provider) Unstage(ctx context.Context, volumeID, stagingPath string) er
 }
 
 // unstageStale unmounts a staging path that an earlier run of the
-// provider left, and detaches the loop devices still attached to the
-// volume's FUSE file from then, whose data path is gone.
+// provider left, and detaches the loop device under it. That device is
+// found by the mount, not by its backing file: the FUSE file of a run that
+// died no longer answers, and the run may have attached it in another
+// mount namespace (an earlier container), under another path.
 func (p *Provider) unstageStale(ctx context.Context, id, path string) error {
+	dev, err := loopdev.MountedAt(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return wrap(err, "unstage volume", strconv.Quote(id))
+	}
 	if err := unmount(path); err != nil {
 		return wrap(err, "unstage volume", strconv.Quote(id))
 	}
-	dir := filepath.Join(p.cfg.RunDir, id)
-	devs, err := loopsBacking(dir)
-	if err != nil {
-		return wrap(err, "unstage volume", strconv.Quote(id))
-	}
-	for _, d := range devs {
-		fd, err := unix.Open("/dev/"+d, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if dev != "" {
+		detached, err := detachStale(ctx, id, dev)
 		if err != nil {
-			continue
+			return err
 		}
-		l := &loopDevice{path: "/dev/" + d, name: d, fd: fd}
-		if busy, _ := l.busy(); busy {
-			unix.Close(fd)
-			return fmt.Errorf("%w: unstage volume %q: %s of an earlier run is still mounted", volume.ErrInUse, id, l.path)
-		}
-		if err := l.detach(ctx); err != nil {
-			return fmt.Errorf("unstage volume %q: %w", id, err)
-		}
-		p.log.InfoContext(ctx, "detached loop device of an earlier run", "volume", id, "device", l.path)
+		p.log.InfoContext(ctx, "detached loop device of an earlier run", "volume", id, "device", detached)
 	}
+	dir := filepath.Join(p.cfg.RunDir, id)
 	// The FUSE mount of a dead run: detach it lazily, as its server is
 	// gone (and stat of it fails with ENOTCONN, so do not ask first).
 	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {

@@ -63,10 +63,18 @@ func serveBlockFile(dir, name string, dev device, readOnly bool) (*blockFile, er
 			// Asynchronous requests count against MaxBackground.
 			ExtraCapabilities: fuse.CAP_ASYNC_DIO,
 			MaxBackground:     64,
-			DirectMount:       true, // as root, without fusermount
-			FsName:            "rbd:" + name,
-			Name:              "stowage-rbd",
-			DisableXAttrs:     true,
+			// Without it the kernel asks for the attributes before every
+			// read (AUTO_INVAL_DATA, with the attributes never cached), a
+			// synchronous round trip that the loop device's worker waits
+			// for before it submits the next request. The file has no page
+			// cache to keep coherent, as the loop device reads and writes
+			// it with direct I/O; a read past the size the kernel knows,
+			// and every stat, still ask.
+			ExplicitDataCacheControl: true,
+			DirectMount:              true, // as root, without fusermount
+			FsName:                   "rbd:" + name,
+			Name:                     "stowage-rbd",
+			DisableXAttrs:            true,
 			// Reads come from memory, never from a file descriptor.
 			DisableSplice: true,
 			Logger:        log.New(io.Discard, "", 0), // libraries never print

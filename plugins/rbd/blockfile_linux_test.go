@@ -1,0 +1,267 @@
+package rbd
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stowage/stowage/internal/testenv"
+)
+
+// memDevice is a device in memory that counts how often it is asked for
+// its size and flushed.
+type memDevice struct {
+	mu   sync.RWMutex
+	data []byte // guarded by mu
+
+	sizeCalls atomic.Int64
+	flushes   atomic.Int64
+}
+
+func (d *memDevice) ReadAt(p []byte, off int64) (int, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if off >= int64(len(d.data)) {
+		return 0, errors.New("read past the end")
+	}
+	return copy(p, d.data[off:]), nil
+}
+
+func (d *memDevice) WriteAt(p []byte, off int64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if off+int64(len(p)) > int64(len(d.data)) {
+		return 0, errors.New("write past the end")
+	}
+	return copy(d.data[off:], p), nil
+}
+
+func (d *memDevice) Flush() error {
+	d.flushes.Add(1)
+	return nil
+}
+
+func (d *memDevice) Discard(off, length uint64) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	clear(d.data[off : off+length])
+	return int(length), nil
+}
+
+func (d *memDevice) Size() (uint64, error) {
+	d.sizeCalls.Add(1)
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return uint64(len(d.data)), nil
+}
+
+// grow appends n zero bytes, as an image grows.
+func (d *memDevice) grow(n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.data = append(d.data, make([]byte, n)...)
+}
+
+// snapshot returns a copy of the contents.
+func (d *memDevice) snapshot() []byte {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return bytes.Clone(d.data)
+}
+
+// serveMem serves dev as a block file for the test, opened with direct
+// I/O as the loop device opens it.
+func serveMem(t *testing.T, dev *memDevice, readOnly bool) (*blockFile, *os.File) {
+	t.Helper()
+	testenv.Require(t, "root")
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testenv.Unavailable(t, "no FUSE: %v", err)
+	}
+	b, err := serveBlockFile(filepath.Join(t.TempDir(), "fuse"), "test", dev, readOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.close(); err != nil {
+			t.Errorf("close block file: %v", err)
+		}
+	})
+	mode := os.O_RDWR
+	if readOnly {
+		mode = os.O_RDONLY
+	}
+	f, err := os.OpenFile(b.path(), mode|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return b, f
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestBlockFileConcurrentIO writes and reads the file from many goroutines
+// at once, each in a region of its own, at the loop device's request sizes
+// and at odd offsets and sizes, and checks every byte read back, then the
+// device's contents.
+func TestBlockFileConcurrentIO(t *testing.T) {
+	const (
+		workers = 16
+		region  = 3<<20 + 4093 // odd, so that regions start at odd offsets
+	)
+	dev := &memDevice{data: make([]byte, workers*region+12345)}
+	_, f := serveMem(t, dev, false)
+	want := make([]byte, len(dev.data))
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		base := int64(w * region)
+		data := randomBytes(t, region)
+		copy(want[base:], data)
+		wg.Go(func() {
+			errs <- exercise(f, base, data)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	if got := dev.snapshot(); !bytes.Equal(got, want) {
+		t.Errorf("device contents differ from what was written (first difference at %d)", firstDiff(got, want))
+	}
+}
+
+// exercise writes data at base in pieces of varied sizes, reads it back
+// in pieces of other sizes, aligned and not, and compares.
+func exercise(f *os.File, base int64, data []byte) error {
+	sizes := []int{512 << 10, 1 << 20, 4096, 1, 777, 65536 + 3, 128<<10 - 1}
+	for i, off := 0, 0; off < len(data); i++ {
+		n := min(sizes[i%len(sizes)], len(data)-off)
+		if _, err := f.WriteAt(data[off:off+n], base+int64(off)); err != nil {
+			return fmt.Errorf("write %d bytes at %d: %w", n, base+int64(off), err)
+		}
+		off += n
+	}
+	got := make([]byte, len(data))
+	for i, off := 0, 0; off < len(data); i++ {
+		n := min(sizes[(i+3)%len(sizes)], len(data)-off)
+		if _, err := f.ReadAt(got[off:off+n], base+int64(off)); err != nil {
+			return fmt.Errorf("read %d bytes at %d: %w", n, base+int64(off), err)
+		}
+		off += n
+	}
+	if !bytes.Equal(got, data) {
+		return fmt.Errorf("region at %d: read back differs from what was written (first difference at +%d)", base, firstDiff(got, data))
+	}
+	return nil
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// TestBlockFileBounds checks the ends of the file: a read across the end
+// is short, one at the end reads nothing, a write across it fails with
+// ENOSPC and changes nothing; fsync reaches the device.
+func TestBlockFileBounds(t *testing.T) {
+	const size = 1<<20 + 512
+	dev := &memDevice{data: randomBytes(t, size)}
+	orig := dev.snapshot()
+	_, f := serveMem(t, dev, false)
+
+	buf := make([]byte, 4096)
+	n, err := f.ReadAt(buf, size-100)
+	if n != 100 || !bytes.Equal(buf[:n], orig[size-100:]) {
+		t.Errorf("read across the end = %d bytes, %v; want the last 100 bytes", n, err)
+	}
+	if n, err := f.ReadAt(buf, size); n != 0 {
+		t.Errorf("read at the end = %d bytes, %v; want none", n, err)
+	}
+	if _, err := f.WriteAt(buf, size-100); !errors.Is(err, syscall.ENOSPC) {
+		t.Errorf("write across the end: %v, want ENOSPC", err)
+	}
+	if !bytes.Equal(dev.snapshot(), orig) {
+		t.Error("a failed write changed the device")
+	}
+	before := dev.flushes.Load()
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if dev.flushes.Load() == before {
+		t.Error("fsync succeeded without flushing the device")
+	}
+}
+
+// TestBlockFileReadsSkipAttributes checks that a read inside the file
+// does not make the kernel ask for the attributes first, and that the
+// file still takes the device's new size when it grows.
+func TestBlockFileReadsSkipAttributes(t *testing.T) {
+	const size = 8 << 20
+	dev := &memDevice{data: randomBytes(t, size)}
+	b, f := serveMem(t, dev, false)
+
+	const reads = 64
+	buf := make([]byte, 128<<10)
+	before := dev.sizeCalls.Load()
+	for i := range reads {
+		if _, err := f.ReadAt(buf, int64(i)*int64(len(buf))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each read asks for the size once to bound itself; asking for the
+	// attributes as well would double that.
+	if calls := dev.sizeCalls.Load() - before; calls > reads+2 {
+		t.Errorf("%d reads asked the device for its size %d times; want at most %d (one per read)", reads, calls, reads+2)
+	}
+
+	dev.grow(1 << 20)
+	fi, err := os.Stat(b.path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != size+1<<20 {
+		t.Errorf("size after the device grew = %d, want %d", fi.Size(), size+1<<20)
+	}
+	n, err := f.ReadAt(buf, size)
+	if n != len(buf) || !bytes.Equal(buf, make([]byte, len(buf))) {
+		t.Errorf("read of the grown part = %d bytes, %v; want %d zero bytes", n, err, len(buf))
+	}
+}
+
+// TestBlockFileReadOnly checks that a read-only file refuses to open for
+// writing and reads the device.
+func TestBlockFileReadOnly(t *testing.T) {
+	dev := &memDevice{data: randomBytes(t, 1<<20)}
+	b, f := serveMem(t, dev, true)
+	if _, err := os.OpenFile(b.path(), os.O_RDWR, 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("open for writing: %v, want EROFS", err)
+	}
+	buf := make([]byte, 1<<20)
+	if n, err := f.ReadAt(buf, 0); n != len(buf) || !bytes.Equal(buf, dev.snapshot()) {
+		t.Errorf("read = %d bytes, %v; want the device's contents", n, err)
+	}
+}

@@ -15,8 +15,8 @@ import (
 	"github.com/stowage/stowage/tests/e2e/harness"
 )
 
-// rbdRuns is how often each RBD measurement repeats, alternating between
-// the container and rbd bench.
+// rbdRuns is how often each RBD measurement repeats by default,
+// alternating between the container and rbd bench; RBD_RUNS overrides it.
 const rbdRuns = 3
 
 // rbdTotal is what each sequential run moves, and rbdRandTotal what each
@@ -39,8 +39,20 @@ var rbdSpeed = regexp.MustCompile(`ops/sec: ([0-9.]+)\s+bytes/sec: ([0-9.]+) ?([
 // against an image of the same one-node cluster, in the same run: 4MiB
 // sequential write and read, and 4KiB random write IOPS; and times
 // `docker run` of a fresh volume, whose first mount makes the file system.
+//
+// Environment:
+//
+//	RBD_RUNS  how often each measurement repeats (default 3)
 func BenchmarkRBD(b *testing.B) {
 	testenv.Require(b, "root", "dockerd", "busybox", "fio", "mkfs.ext4", "fusermount")
+	rounds := rbdRuns
+	if s := os.Getenv("RBD_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			b.Fatalf("RBD_RUNS=%q: want a positive number", s)
+		}
+		rounds = n
+	}
 	c := rbdtest.Start(b, rbdtest.Options{})
 	bins := harness.BuildBinaries(b)
 	p := harness.StartStowRBD(b, harness.BuildStowRBD(b), c, "bench", "--log-level", "info")
@@ -111,7 +123,7 @@ func BenchmarkRBD(b *testing.B) {
 
 	type pair struct{ vol, rbd []float64 }
 	var seqW, seqR, randW pair
-	for range rbdRuns {
+	for range rounds {
 		bw, _ := fio("seqwrite", "write", "4M", rbdTotal)
 		seqW.vol = append(seqW.vol, bw)
 		bw, _ = bench("write", "seq", "4M", rbdTotal)
@@ -130,7 +142,7 @@ func BenchmarkRBD(b *testing.B) {
 	// whose first mount makes the file system, against a volume used
 	// before.
 	var fresh, used []float64
-	for i := range rbdRuns {
+	for i := range rounds {
 		name := fmt.Sprintf("fresh%d", i)
 		d.Must("volume", "create", "-d", v.Driver, "-o", "provider=rbd", "-o", "size=1GiB", name)
 		fresh = append(fresh, timed(b, func() error {
@@ -151,7 +163,7 @@ func BenchmarkRBD(b *testing.B) {
 	mib := func(x float64) string { return fmt.Sprintf("%.0f MiB/s", x/(1<<20)) }
 	num := func(x float64) string { return fmt.Sprintf("%.0f", x) }
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "### Ceph RBD: a container on an RBD volume against `rbd bench` (%d runs each, alternating)\n\n", rbdRuns)
+	fmt.Fprintf(&sb, "### Ceph RBD: a container on an RBD volume against `rbd bench` (%d runs each, alternating)\n\n", rounds)
 	fmt.Fprintf(&sb, "One-node test cluster (tests/scripts/ceph.sh: one monitor, one memstore OSD, on 127.0.0.1) on the same machine. "+
 		"The volume is mapped without kernel modules: stow-rbd serves the image as a FUSE file, attached to a loop device with direct I/O, ext4 on top. "+
 		"fio in a Docker container on the volume (libaio, iodepth %d, direct I/O, a %d MiB file) against `rbd bench --io-threads %d` on an image of the same pool. "+

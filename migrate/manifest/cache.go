@@ -9,15 +9,16 @@ import (
 	"path/filepath"
 )
 
-// SaveHashes writes the hashes of m's regular files with the local facts
-// (inode, size, mtime, ctime) that tell whether they still hold, so that a
-// later process can pass them as WalkOptions.Previous (LoadHashes).
+// SaveHashes writes the hashes of m's regular files, with their block
+// checksums where kept, and the local facts (inode, size, mtime, ctime)
+// that tell whether they still hold, so that a later process can pass them
+// as WalkOptions.Previous (LoadHashes).
 func SaveHashes(path string, m *Manifest) error {
 	keep := &Manifest{}
 	for _, e := range m.Entries {
 		if e.Type == Regular && e.LinkTo == "" && e.SHA256 != "" {
 			keep.Entries = append(keep.Entries, Entry{Path: e.Path, Type: e.Type, Size: e.Size, MtimeNS: e.MtimeNS,
-				SHA256: e.SHA256, Ino: e.Ino, CtimeNS: e.CtimeNS})
+				SHA256: e.SHA256, Ino: e.Ino, CtimeNS: e.CtimeNS, sums: e.sums})
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -56,6 +57,9 @@ func LoadHashes(path string) *Manifest {
 	m := &Manifest{Entries: make([]Entry, len(c))}
 	for i, e := range c {
 		m.Entries[i] = Entry{Path: e.Path, Type: Regular, Size: e.Size, MtimeNS: e.MtimeNS, SHA256: e.SHA256, Ino: e.Ino, CtimeNS: e.CtimeNS}
+		if int64(len(e.Sums)) == (e.Size+int64(BlockSize(e.Size))-1)/int64(BlockSize(e.Size))*SumSize {
+			m.Entries[i].sums = e.Sums
+		}
 	}
 	return m
 }
@@ -75,12 +79,13 @@ type cached struct {
 	CtimeNS int64
 	Ino     uint64
 	SHA256  string
+	Sums    []byte
 }
 
 func toCached(m *Manifest) []cached {
 	c := make([]cached, len(m.Entries))
 	for i, e := range m.Entries {
-		c[i] = cached{Path: e.Path, Size: e.Size, MtimeNS: e.MtimeNS, CtimeNS: e.CtimeNS, Ino: e.Ino, SHA256: e.SHA256}
+		c[i] = cached{Path: e.Path, Size: e.Size, MtimeNS: e.MtimeNS, CtimeNS: e.CtimeNS, Ino: e.Ino, SHA256: e.SHA256, Sums: e.sums}
 	}
 	return c
 }

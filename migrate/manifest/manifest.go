@@ -85,6 +85,10 @@ type Entry struct {
 	// epoch): the file's stat was taken after it. 0 when the hash came
 	// from elsewhere (see WalkOptions.Settled).
 	HashedAt int64 `json:"-"`
+	// sums are the block checksums taken in the read that took SHA256
+	// (BlockSums); unexported, so that they stay on the host that took
+	// them.
+	sums []byte
 }
 
 // Manifest is a tree's entries sorted by Path.
@@ -93,6 +97,8 @@ type Manifest struct {
 	// Hashed is the number of content bytes the walk read to hash (the
 	// rest reused earlier hashes).
 	Hashed int64
+	// budget bounds the block checksums that HashWhere and HashEntry keep.
+	budget *sumsBudget
 }
 
 // Sort orders the entries by path (byte order, so a directory comes before
@@ -130,12 +136,19 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 		return nil
 	}
 	var todo []*Entry
+	sums := map[string]string{}
 	for i := range m.Entries {
-		if e := &m.Entries[i]; e.LinkTo == "" && want[e.Path] {
+		e := &m.Entries[i]
+		switch {
+		case e.LinkTo != "" || !want[e.Path]:
+		case e.SHA256 != "":
+			sums[e.Path] = e.SHA256 // hashed already, the links not
+		default:
 			todo = append(todo, e)
 		}
 	}
 	// hashWorkers files at a time, as a walk hashes.
+	budget := m.sumsBudget()
 	errs := make([]error, len(todo))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -146,7 +159,8 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 				if k >= len(todo) || ctx.Err() != nil {
 					return
 				}
-				todo[k].SHA256, errs[k] = HashFile(root + "/" + todo[k].Path)
+				e := todo[k]
+				e.SHA256, e.sums, errs[k] = hashFile(ctx, root+"/"+e.Path, e.Size, budget.take(e.Size))
 				if errs[k] != nil {
 					return
 				}
@@ -157,7 +171,6 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sums := map[string]string{}
 	for k, e := range todo {
 		if errs[k] != nil {
 			return errs[k]
@@ -170,6 +183,7 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 	for i := range m.Entries {
 		if e := &m.Entries[i]; e.LinkTo != "" && sums[e.LinkTo] != "" {
 			e.SHA256 = sums[e.LinkTo]
+			e.sums = nil // kept by the group's first path
 		}
 	}
 	return nil

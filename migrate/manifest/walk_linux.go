@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"slices"
@@ -52,14 +51,14 @@ const SettledHash = 100 * time.Millisecond
 // Walk returns the manifest of the tree at root, without following
 // symlinks. ctx stops a long walk between files.
 func Walk(ctx context.Context, root string, opts WalkOptions) (*Manifest, error) {
-	w := &walker{ctx: ctx, root: root, opts: opts, start: time.Now().UnixNano()}
+	w := &walker{ctx: ctx, root: root, opts: opts, start: time.Now().UnixNano(), budget: newSumsBudget()}
 	if opts.Previous != nil {
 		w.prev = opts.Previous.Index()
 	}
 	if err := w.walk("."); err != nil {
 		return nil, err
 	}
-	m := &Manifest{Entries: w.entries}
+	m := &Manifest{Entries: w.entries, budget: w.budget}
 	m.Sort()
 	if err := w.finish(m); err != nil {
 		return nil, err
@@ -80,6 +79,8 @@ type walker struct {
 	start int64
 	// statAt holds, for entries stated again by settle, when that was.
 	statAt map[int]int64
+	// budget bounds the block checksums kept.
+	budget *sumsBudget
 }
 
 func (w *walker) abs(rel string) string {
@@ -90,10 +91,70 @@ func (w *walker) abs(rel string) string {
 }
 
 func (w *walker) walk(rel string) error {
+	e, dev, err := Stat(w.abs(rel), rel)
+	return w.visit(rel, stated{e, dev, err})
+}
+
+// stated is the result of Stat.
+type stated struct {
+	e   Entry
+	dev uint64
+	err error
+}
+
+// statWorkers is the number of entries of a directory stated at the same
+// time, and statFanout the size from which a directory's are.
+const (
+	statWorkers = 4
+	statFanout  = 32
+)
+
+// statNames states the children names of the directory rel, several at a
+// time in a large directory: a walk of many small files costs little but
+// system calls.
+func (w *walker) statNames(rel string, names []string) []stated {
+	out := make([]stated, len(names))
+	child := func(i int) string {
+		if rel == "." {
+			return names[i]
+		}
+		return rel + "/" + names[i]
+	}
+	one := func(i int) {
+		c := child(i)
+		e, dev, err := Stat(w.abs(c), c)
+		out[i] = stated{e, dev, err}
+	}
+	if len(names) < statFanout {
+		for i := range names {
+			one(i)
+		}
+		return out
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range statWorkers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(names) || w.ctx.Err() != nil {
+					return
+				}
+				one(i)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// visit adds the entry rel, stated as st, and walks it if it is a
+// directory.
+func (w *walker) visit(rel string, st stated) error {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
-	e, dev, err := Stat(w.abs(rel), rel)
+	e, dev, err := st.e, st.dev, st.err
 	if rel != "." && errors.Is(err, fs.ErrNotExist) {
 		// Removed since its directory was read (the tree is in use): the
 		// next walk sees it gone.
@@ -117,15 +178,16 @@ func (w *walker) walk(rel string) error {
 	if err != nil {
 		return err
 	}
-	for _, name := range names {
-		if rel == "." && slices.Contains(w.opts.Exclude, name) {
-			continue
-		}
+	if rel == "." {
+		names = slices.DeleteFunc(names, func(name string) bool { return slices.Contains(w.opts.Exclude, name) })
+	}
+	stats := w.statNames(rel, names)
+	for i, name := range names {
 		child := name
 		if rel != "." {
 			child = rel + "/" + name
 		}
-		if err := w.walk(child); err != nil {
+		if err := w.visit(child, stats[i]); err != nil {
 			return err
 		}
 	}
@@ -161,6 +223,7 @@ func (w *walker) finish(m *Manifest) error {
 		if j, ok := first[key]; ok {
 			e.LinkTo = m.Entries[j].Path
 			e.SHA256 = m.Entries[j].SHA256
+			e.sums = nil // kept by the group's first path
 			e.HashedAt = m.Entries[j].HashedAt
 			continue
 		}
@@ -170,6 +233,9 @@ func (w *walker) finish(m *Manifest) error {
 		}
 		if p := w.reusable(e); p != nil {
 			e.SHA256, e.HashedAt = p.SHA256, p.HashedAt
+			if p.sums != nil && w.budget.take(e.Size) {
+				e.sums = p.sums
+			}
 			continue
 		}
 		if w.opts.Lazy {
@@ -180,7 +246,7 @@ func (w *walker) finish(m *Manifest) error {
 		}
 		r, ok := sums[i]
 		if !ok {
-			r.sum, r.err = HashFile(w.abs(e.Path))
+			r.sum, r.sums, r.err = hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget.take(e.Size))
 		}
 		if errors.Is(r.err, fs.ErrNotExist) {
 			// Another link of the same inode, if any, takes its place.
@@ -191,7 +257,7 @@ func (w *walker) finish(m *Manifest) error {
 		if r.err != nil {
 			return r.err
 		}
-		e.SHA256, e.HashedAt = r.sum, w.start
+		e.SHA256, e.HashedAt, e.sums = r.sum, w.start, r.sums
 		if at, ok := w.statAt[i]; ok {
 			e.HashedAt = at
 		}
@@ -259,8 +325,9 @@ func (w *walker) reusable(e *Entry) *Entry {
 }
 
 type hashResult struct {
-	sum string
-	err error
+	sum  string
+	sums []byte
+	err  error
 }
 
 // prefetch hashes, with hashWorkers at a time, the regular files that
@@ -300,8 +367,9 @@ func (w *walker) prefetch(m *Manifest) (map[int]hashResult, error) {
 				if k >= len(todo) || w.ctx.Err() != nil {
 					return
 				}
-				sum, err := HashFile(w.abs(m.Entries[todo[k]].Path))
-				results[k] = hashResult{sum, err}
+				e := &m.Entries[todo[k]]
+				sum, sums, err := hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget.take(e.Size))
+				results[k] = hashResult{sum, sums, err}
 				if err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return
 				}
@@ -321,17 +389,9 @@ func (w *walker) prefetch(m *Manifest) (map[int]hashResult, error) {
 }
 
 // HashFile returns the hex SHA-256 of the file at path.
-func HashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", fmt.Errorf("hash file: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("hash %s: %w", Quote(path), err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+func HashFile(ctx context.Context, path string) (string, error) {
+	sum, _, err := hashFile(ctx, path, 0, false)
+	return sum, err
 }
 
 // Stat returns the entry of the file at path, named rel, and the device it
@@ -500,4 +560,37 @@ func Extents(f *os.File, size int64) ([][2]int64, error) {
 		off = hole
 	}
 	return out, nil
+}
+
+// hashBufs holds the read buffers of hashWhole.
+var hashBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
+
+// hashWhole returns the hex SHA-256 of the file at path. It reads with
+// plain system calls and a pooled buffer: os.Open costs several more calls
+// per file (poller registration, file status flags) and io.Copy a buffer,
+// which a walk of many small files feels.
+func hashWhole(path string) (string, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("hash file: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer unix.Close(fd)
+	buf := hashBufs.Get().(*[64 << 10]byte)
+	defer hashBufs.Put(buf)
+	h := sha256.New()
+	for {
+		n, err := unix.Read(fd, buf[:])
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("hash %s: %w", Quote(path), err)
+		}
+		if n == 0 {
+			break
+		}
+		h.Write(buf[:n])
+	}
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(h.Sum(sum[:0])), nil
 }

@@ -28,7 +28,7 @@ const SettledHash = 100 * time.Millisecond
 func Walk(context.Context, string, WalkOptions) (*Manifest, error) { return nil, errNotSupported }
 
 // HashFile is not supported on this system.
-func HashFile(string) (string, error) { return "", errNotSupported }
+func HashFile(context.Context, string) (string, error) { return "", errNotSupported }
 
 // Stat is not supported on this system.
 func Stat(string, string) (Entry, uint64, error) { return Entry{}, 0, errNotSupported }
@@ -38,3 +38,5 @@ func Xattrs(string) (map[string][]byte, error) { return nil, errNotSupported }
 
 // Extents is not supported on this system.
 func Extents(*os.File, int64) ([][2]int64, error) { return nil, errNotSupported }
+
+func hashWhole(string) (string, error) { return "", errNotSupported }

@@ -2,13 +2,17 @@ package migrate
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stowage/stowage/internal/testenv"
+	"github.com/stowage/stowage/migrate/manifest"
 	"github.com/stowage/stowage/migrate/migratetest"
 )
 
@@ -171,5 +175,143 @@ func TestChangeDuringPrecopy(t *testing.T) {
 		if a, b := migratetest.Run(t, src, "sha256sum", name), migratetest.Run(t, dst, "sha256sum", name); a != b {
 			t.Errorf("%s differs after the next round:\n%s\n%s", name, a, b)
 		}
+	}
+}
+
+// TestInPlacePatchInterrupted: a delta transfer that patches the target's
+// file in place and is cut off after part of its writes leaves a file that
+// no hash vouches for: the next round finds it differs, patches it again
+// and the verification passes.
+func TestInPlacePatchInterrupted(t *testing.T) {
+	testenv.Require(t, "sha256sum")
+	src, dst := t.TempDir(), t.TempDir()
+	const size = 8 << 20
+	path := filepath.Join(src, "disk.img")
+	writeRandom(t, path, size)
+	r := pipeRun(t, src, dst)
+	if _, _, err := r.round(t.Context(), PhasePrecopy, 1, nil); err != nil {
+		t.Fatalf("round 1: %v", err)
+	}
+	// The target hashes its copy itself, keeping the block checksums.
+	if _, err := r.agent.FreshManifest(); err != nil {
+		t.Fatal(err)
+	}
+	old := migratetest.Run(t, dst, "sha256sum", "disk.img")
+
+	// Two blocks far apart change: two writes. The limiter lets the first
+	// through and holds the second until the round is cut off.
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{0, size / 2} {
+		if _, err := f.WriteAt([]byte("new content"), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	r.lim = &limiter{rate: 1}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := r.round(ctx, PhasePrecopy, 2, nil)
+		done <- err
+	}()
+	target := filepath.Join(dst, "disk.img")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		b := make([]byte, len("new content"))
+		if f, err := os.Open(target); err == nil {
+			_, _ = f.ReadAt(b, 0)
+			f.Close()
+		}
+		if string(b) == "new content" {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("the first write of the patch did not arrive: %v", <-done)
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("round 2 ended before its first write arrived: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("round 2 finished although it was cut off")
+	}
+	half := migratetest.Run(t, dst, "sha256sum", "disk.img")
+	if half == old || half == migratetest.Run(t, src, "sha256sum", "disk.img") {
+		t.Fatal("the target's file is not half patched: the test cut off nothing")
+	}
+
+	r.lim = &limiter{}
+	p, _, err := r.round(t.Context(), PhasePrecopy, 3, nil)
+	if err != nil {
+		t.Fatalf("round 3: %v", err)
+	}
+	if len(p.Send) != 1 {
+		t.Errorf("round 3 sent %d files, want the half patched one", len(p.Send))
+	}
+	if err := r.verify(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := migratetest.Run(t, src, "sha256sum", "disk.img"), migratetest.Run(t, dst, "sha256sum", "disk.img"); a != b {
+		t.Errorf("content differs after the resumed patch:\n%s\n%s", a, b)
+	}
+}
+
+// TestHashAhead: the hashes taken ahead are those of the content, with
+// the block checksums, and HashWhere reads no file twice; a file that
+// turns out not to need its hash is left without one or with the right
+// one.
+func TestHashAhead(t *testing.T) {
+	testenv.Require(t, "sha256sum")
+	src := t.TempDir()
+	for _, name := range []string{"a.img", "b.img", "c.img"} {
+		writeRandom(t, filepath.Join(src, name), deltaMin+4096)
+	}
+	if err := os.WriteFile(filepath.Join(src, "small"), []byte("small"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &run{srcRoot: src}
+	m, err := manifest.Walk(t.Context(), src, manifest.WalkOptions{Hash: true, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := r.hashAhead(t.Context(), m)
+	need := func(e *manifest.Entry) bool { return e.Path != "c.img" }
+	a.stop(need)
+	if err := m.HashWhere(t.Context(), src, need); err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, e := range m.Entries {
+		if e.Type != manifest.Regular {
+			continue
+		}
+		sum := migratetest.Run(t, src, "sha256sum", e.Path)
+		switch {
+		case e.SHA256 != "" && !strings.HasPrefix(sum, e.SHA256+" "):
+			t.Errorf("%s: hash %s, sha256sum says %s", e.Path, e.SHA256, sum)
+		case e.SHA256 == "" && need(&e):
+			t.Errorf("%s: no hash although needed", e.Path)
+		case e.SHA256 != "" && e.Size >= deltaMin:
+			b, err := os.ReadFile(filepath.Join(src, e.Path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(e.BlockSums(), manifest.AppendBlockSums(nil, b, manifest.BlockSize(e.Size))) {
+				t.Errorf("%s: block checksums are not those of the content", e.Path)
+			}
+		}
+		if e.SHA256 != "" {
+			want += e.Size
+		}
+	}
+	if m.Hashed != want {
+		t.Errorf("read %d bytes to hash, want each hashed file once (%d)", m.Hashed, want)
 	}
 }

@@ -178,6 +178,9 @@ type run struct {
 	// (ns since the epoch), the walk time of the hashes that the round
 	// takes of what it reads; 0 in the final pass.
 	walkAt int64
+	// finalDst is the target's manifest of the final pass, taken under
+	// the verification's rules.
+	finalDst *manifest.Manifest
 }
 
 // Run migrates opts.Volume to opts.Target. An error leaves a state that a
@@ -376,13 +379,20 @@ func (r *run) run(ctx context.Context) error {
 		return err
 	}
 	defer writers.release(ctx, false)
-	_, final, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev)
+	fp, final, err := r.round(ctx, PhaseFinal, r.res.Rounds+1, prev)
 	if err != nil {
 		return err
 	}
 
 	r.emit(Event{Phase: PhaseVerify, Message: "comparing manifests with content hashes"})
-	if err := r.verify(ctx, final); err != nil {
+	if fp.Empty() && allHashed(final) {
+		// The final pass changed nothing, and its walks follow the
+		// verification's rules (see round): they are the verification.
+		err = compare(final, r.finalDst)
+	} else {
+		err = r.verify(ctx, final)
+	}
+	if err != nil {
 		return err
 	}
 
@@ -501,29 +511,55 @@ func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Man
 	got := make(chan struct{})
 	go func() {
 		defer close(got)
+		if phase == PhaseFinal {
+			// As the verification's: a hash is reused only under its
+			// rules, so that the verification can do with these
+			// manifests when the final pass changes nothing.
+			dstM, dstErr = r.agent.VerifyManifest()
+			r.finalDst = dstM
+			return
+		}
 		dstM, dstErr = r.agent.Manifest(true)
 	}()
 	// The source's files are hashed lazily: those the target has with the
-	// same size now, to compare content; those sent, as they are read.
-	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Lazy: true, Previous: prev, Exclude: []string{agent.TempDir}})
+	// same size now, to compare content; those sent, as they are read. The
+	// large ones that would go by delta are hashed while the target still
+	// walks (hashAhead), and those the target turns out not to have are
+	// abandoned then.
+	opts := manifest.WalkOptions{Hash: true, Lazy: true, Previous: prev, Exclude: []string{agent.TempDir}}
+	if phase == PhaseFinal {
+		opts.Settled = manifest.SettledHash
+	}
+	srcM, err := manifest.Walk(ctx, r.srcRoot, opts)
+	var unhashed []int
+	var ahead *aheadHasher
+	if err == nil {
+		for i := range srcM.Entries {
+			if e := &srcM.Entries[i]; e.Type == manifest.Regular && e.SHA256 == "" {
+				unhashed = append(unhashed, i)
+			}
+		}
+		ahead = r.hashAhead(ctx, srcM)
+	}
 	<-got
+	var dst map[string]*manifest.Entry
+	if dstErr == nil {
+		dst = dstM.Index()
+	}
+	need := func(e *manifest.Entry) bool {
+		d := dst[e.Path]
+		return d != nil && d.Type == manifest.Regular && d.Size == e.Size
+	}
+	if ahead != nil {
+		ahead.stop(need)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("walk the source volume: %w", err)
 	}
 	if dstErr != nil {
 		return nil, nil, dstErr
 	}
-	dst := dstM.Index()
-	var unhashed []int
-	for i := range srcM.Entries {
-		if e := &srcM.Entries[i]; e.Type == manifest.Regular && e.SHA256 == "" {
-			unhashed = append(unhashed, i)
-		}
-	}
-	if err := srcM.HashWhere(ctx, r.srcRoot, func(e *manifest.Entry) bool {
-		d := dst[e.Path]
-		return d != nil && d.Type == manifest.Regular && d.Size == e.Size
-	}); err != nil {
+	if err := srcM.HashWhere(ctx, r.srcRoot, need); err != nil {
 		return nil, nil, fmt.Errorf("hash the source volume: %w", err)
 	}
 	for _, i := range unhashed {
@@ -620,6 +656,22 @@ func (r *run) verify(ctx context.Context, final *manifest.Manifest) error {
 		return dstErr
 	}
 	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
+	return compare(srcM, dstM)
+}
+
+// allHashed says whether every regular file of m has a hash.
+func allHashed(m *manifest.Manifest) bool {
+	for i := range m.Entries {
+		if e := &m.Entries[i]; e.Type == manifest.Regular && e.SHA256 == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// compare returns an error that lists the differences of dstM from srcM,
+// nil when there are none.
+func compare(srcM, dstM *manifest.Manifest) error {
 	diffs := manifest.Diff(srcM, dstM)
 	if len(diffs) == 0 {
 		return nil

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"strconv"
 	"sync"
 
@@ -55,7 +56,7 @@ func (r *run) send(ctx context.Context, files []manifest.Entry, dst, src map[str
 	done := make(chan agent.Commit, commitBatch)
 	g.Go(func() error {
 		defer close(work)
-		for i := range files {
+		for _, i := range acrossDirs(files) {
 			select {
 			case work <- i:
 			case <-gctx.Done():
@@ -87,7 +88,7 @@ func (r *run) send(ctx context.Context, files []manifest.Entry, dst, src map[str
 				} else {
 					delta := false
 					if deltaFits(e, dst[e.Path]) {
-						sent, delta, sum, err = r.sendDelta(gctx, e, c.Temp, m)
+						sent, delta, sum, err = r.sendDelta(gctx, e, dst[e.Path], &c, m)
 					}
 					if err == nil && !delta {
 						sent, sum, err = r.sendFile(gctx, e, c.Temp, m)
@@ -123,50 +124,67 @@ func (r *run) send(ctx context.Context, files []manifest.Entry, dst, src map[str
 		senders.Wait()
 		close(done)
 	}()
+	// Batches are sent while the agent still commits earlier ones (at
+	// most commitsAhead waiting), so that it never waits for the next.
+	pending := make(chan func() error, commitsAhead)
 	g.Go(func() error {
+		for wait := range pending {
+			if err := wait(); err != nil {
+				// Every answer is read all the same: later requests
+				// wait for their turn.
+				go func() {
+					for wait := range pending {
+						_ = wait()
+					}
+				}()
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(pending)
 		var batch []agent.Commit
 		inline := 0
 		for c := range done {
 			batch = append(batch, c)
 			inline += len(c.Data)
 			if len(batch) >= commitBatch || inline >= inlineBatch {
-				if err := r.agent.Commit(batch); err != nil {
+				if err := gctx.Err(); err != nil {
 					return err
 				}
-				batch, inline = batch[:0], 0
+				pending <- r.agent.CommitAsync(batch)
+				batch, inline = nil, 0
 			}
 		}
 		if gctx.Err() != nil {
 			return gctx.Err()
 		}
-		return r.agent.Commit(batch)
+		pending <- r.agent.CommitAsync(batch)
+		return nil
 	})
 	return g.Wait()
 }
 
 // Small files go inline with their commit, in batches of up to inlineBatch
-// bytes.
+// bytes; commitsAhead commit requests may wait for their answers.
 const (
-	inlineMax   = 64 << 10
-	inlineBatch = 4 << 20
+	inlineMax    = 64 << 10
+	inlineBatch  = 4 << 20
+	commitsAhead = 2
 )
 
 // readSmall reads a small source file for an inline commit. A file that
 // vanished since the walk is skipped.
 func (r *run) readSmall(ctx context.Context, e *manifest.Entry, m *meter) ([]byte, bool, error) {
-	f, err := os.Open(r.srcRoot + "/" + e.Path)
+	// The commit sets the manifest's size; reading one byte more tells
+	// nothing new, so a file that grew is cut and caught by the next round.
+	data, err := readHead(r.srcRoot+"/"+e.Path, e.Size)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("open source file: %w", err)
-	}
-	defer f.Close()
-	// The commit sets the manifest's size; reading one byte more tells
-	// nothing new, so a file that grew is cut and caught by the next round.
-	data, err := io.ReadAll(io.LimitReader(f, e.Size))
-	if err != nil {
-		return nil, false, fmt.Errorf("read %s: %w", manifest.Quote(e.Path), err)
+		return nil, false, fmt.Errorf("read source file %s: %w", manifest.Quote(e.Path), err)
 	}
 	if err := r.lim.wait(ctx, len(data)); err != nil {
 		return nil, false, err
@@ -234,4 +252,32 @@ func hashZeros(h hash.Hash, n int64) {
 		h.Write(zeros[:k])
 		n -= k
 	}
+}
+
+// acrossDirs returns the indices of files taking one of each directory's
+// in turn: the target creates the files of a commit request several at a
+// time, and those in one directory wait for each other on its lock.
+func acrossDirs(files []manifest.Entry) []int {
+	var dirs [][]int
+	at := map[string]int{}
+	for i := range files {
+		d := path.Dir(files[i].Path)
+		k, ok := at[d]
+		if !ok {
+			k = len(dirs)
+			at[d] = k
+			dirs = append(dirs, nil)
+		}
+		dirs[k] = append(dirs[k], i)
+	}
+	out := make([]int, 0, len(files))
+	for len(out) < len(files) {
+		for k, d := range dirs {
+			if len(d) > 0 {
+				out = append(out, d[0])
+				dirs[k] = d[1:]
+			}
+		}
+	}
+	return out
 }

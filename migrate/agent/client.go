@@ -14,12 +14,22 @@ import (
 // stream).
 var ErrAgent = errors.New("target agent")
 
-// Client sends requests to an agent. It is safe for concurrent use; requests
-// are answered one at a time.
+// Client sends requests to an agent. It is safe for concurrent use.
+// Requests are answered one at a time, in the order sent; a request may be
+// sent before the answers to earlier ones arrived (CommitAsync), so that
+// the agent finds the next one waiting when it finishes one.
 type Client struct {
-	mu  sync.Mutex // guards enc and dec: one request in flight
+	wmu sync.Mutex // guards enc and sent
 	enc *gob.Encoder
-	dec *gob.Decoder
+	// sent counts the requests sent; read the answers read. An answer is
+	// read by the caller of its request, in turn.
+	sent uint64
+	rmu  sync.Mutex // guards dec, read and broken
+	turn *sync.Cond // on rmu: read changed
+	dec  *gob.Decoder
+	read uint64
+	// broken is set once the stream failed: no answer comes any more.
+	broken error
 	// TempPath is the absolute path of TempDir on the target, known after
 	// Hello.
 	TempPath string
@@ -28,23 +38,57 @@ type Client struct {
 // NewClient returns a client that writes requests to w and reads answers
 // from r.
 func NewClient(r io.Reader, w io.Writer) *Client {
-	return &Client{enc: gob.NewEncoder(w), dec: gob.NewDecoder(r)}
+	c := &Client{enc: gob.NewEncoder(w), dec: gob.NewDecoder(r)}
+	c.turn = sync.NewCond(&c.rmu)
+	return c
 }
 
 func (c *Client) call(req *Request) (Response, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := c.enc.Encode(req); err != nil {
-		return Response{}, fmt.Errorf("send %s to the target agent: %w", req.Op, err)
+	return c.send(req)()
+}
+
+// send sends req and returns the function that waits for its answer, which
+// must be called (answers are read in turn).
+func (c *Client) send(req *Request) func() (Response, error) {
+	c.wmu.Lock()
+	err := c.enc.Encode(req)
+	n := c.sent
+	if err == nil {
+		c.sent++
 	}
-	var res Response
-	if err := c.dec.Decode(&res); err != nil {
-		return Response{}, fmt.Errorf("read the target agent's answer to %s: %w", req.Op, err)
+	c.wmu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("send %s to the target agent: %w", req.Op, err)
+		c.rmu.Lock()
+		if c.broken == nil {
+			c.broken = err
+		}
+		c.turn.Broadcast()
+		c.rmu.Unlock()
+		return func() (Response, error) { return Response{}, err }
 	}
-	if res.Err != "" {
-		return Response{}, fmt.Errorf("%w: %s: %s", ErrAgent, req.Op, res.Err)
+	return func() (Response, error) {
+		c.rmu.Lock()
+		defer c.rmu.Unlock()
+		for c.read != n && c.broken == nil {
+			c.turn.Wait()
+		}
+		if c.broken != nil {
+			return Response{}, c.broken
+		}
+		var res Response
+		err := c.dec.Decode(&res)
+		c.read++
+		c.turn.Broadcast()
+		if err != nil {
+			c.broken = fmt.Errorf("read the target agent's answer to %s: %w", req.Op, err)
+			return Response{}, c.broken
+		}
+		if res.Err != "" {
+			return Response{}, fmt.Errorf("%w: %s: %s", ErrAgent, req.Op, res.Err)
+		}
+		return res, nil
 	}
-	return res, nil
 }
 
 // Hello opens the session on root, the target tree.
@@ -88,14 +132,16 @@ func (c *Client) manifest(req *Request) (*manifest.Manifest, error) {
 	return res.Manifest, nil
 }
 
-// Blocks copies the target file path to the temporary file temp and
-// returns the checksums of its blocks of bs bytes.
-func (c *Client) Blocks(path, temp string, bs int) ([]byte, error) {
-	res, err := c.call(&Request{Op: OpBlocks, Paths: []string{path}, Temp: temp, BlockSize: bs})
+// Blocks returns the checksums of the blocks of bs bytes of the target file
+// path, and whether the agent lets the sender patch it in place (asked
+// with inPlace, for a sender's file of size bytes); otherwise it copied the
+// file to the temporary file temp to patch.
+func (c *Client) Blocks(path, temp string, bs int, size int64, inPlace bool) ([]byte, bool, error) {
+	res, err := c.call(&Request{Op: OpBlocks, Paths: []string{path}, Temp: temp, BlockSize: bs, Size: size, InPlace: inPlace})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return res.Sums, nil
+	return res.Sums, res.InPlace, nil
 }
 
 // Space returns the free space and the size of the target's file system.
@@ -138,6 +184,21 @@ func (c *Client) Commit(commits []Commit) error {
 	}
 	_, err := c.call(&Request{Op: OpCommit, Commits: commits})
 	return err
+}
+
+// CommitAsync sends a Commit request and returns the function that waits
+// for its answer; it must be called, and answers are read in the order
+// the requests were sent. Another goroutine than the one sending further
+// requests must wait: the agent writes an answer before it reads on.
+func (c *Client) CommitAsync(commits []Commit) func() error {
+	if len(commits) == 0 {
+		return func() error { return nil }
+	}
+	wait := c.send(&Request{Op: OpCommit, Commits: commits})
+	return func() error {
+		_, err := wait()
+		return err
+	}
 }
 
 // Link makes hard links.

@@ -3,9 +3,11 @@
 package agent
 
 import (
+	"context"
 	"errors"
-	"os"
 )
 
-// cloneFile fails: blocks are copied.
-func cloneFile(dst, src *os.File) error { return errors.New("cannot share blocks") }
+// blocks is not supported on this system: files are sent whole.
+func (s *server) blocks(context.Context, string, string, int, bool, int64) ([]byte, bool, error) {
+	return nil, false, errors.New("delta transfer is not supported on this system")
+}

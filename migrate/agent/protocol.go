@@ -20,7 +20,7 @@ import (
 )
 
 // Version is the protocol version; Hello fails when the two sides differ.
-const Version = 3
+const Version = 4
 
 // TempDir is the name, directly below the tree's root, of the directory
 // where file content arrives before Commit renames it into place.
@@ -52,9 +52,10 @@ const (
 	// OpLink makes each Entry (with LinkTo) a hard link to its LinkTo,
 	// replacing what is at its path.
 	OpLink Op = "link"
-	// OpBlocks copies the target file Paths[0] to the temporary file Temp
-	// and answers the checksums of its blocks of BlockSize bytes (Sums), for
-	// a delta transfer into Temp.
+	// OpBlocks answers the checksums of the blocks of BlockSize bytes
+	// (Sums) of the target file Paths[0], for a delta transfer: into the
+	// file itself when InPlace is asked and granted (the answer's InPlace),
+	// otherwise into the temporary file Temp, which it becomes a copy of.
 	OpBlocks Op = "blocks"
 	// OpSpace answers the free space and size of the tree's file system.
 	OpSpace Op = "space"
@@ -80,6 +81,10 @@ type Request struct {
 	// Temp and BlockSize are those of OpBlocks.
 	Temp      string
 	BlockSize int
+	// InPlace (OpBlocks) asks to patch the file where it is; Size is the
+	// size the sender's file has, which the target's must have for that.
+	InPlace bool
+	Size    int64
 }
 
 // Commit names a temporary file (relative to TempDir) and the entry it
@@ -96,6 +101,9 @@ type Commit struct {
 	// for its next manifest instead of reading the file again (the final
 	// verification hashes afresh all the same).
 	Hashed bool
+	// InPlace says that the content was written into the file at
+	// Entry.Path itself (OpBlocks granted InPlace); Temp is then unused.
+	InPlace bool
 }
 
 // Response answers one Request. Err is empty on success.
@@ -106,6 +114,9 @@ type Response struct {
 	Manifest *manifest.Manifest
 	// Sums answers OpBlocks: SumSize bytes per block.
 	Sums []byte
+	// InPlace answers OpBlocks: the sender is to write into the file
+	// itself.
+	InPlace bool
 	// Free and Size answer OpSpace, in bytes.
 	Free, Size int64
 }

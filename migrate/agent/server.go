@@ -14,6 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
 
 	"github.com/stowage/stowage/migrate/manifest"
 )
@@ -40,20 +43,43 @@ func Serve(ctx context.Context, r io.Reader, w io.Writer, cfg Config) error {
 	log := cfg.Log
 	s := &server{log: log, sessions: cfg.SessionDir}
 	defer s.release()
-	dec := gob.NewDecoder(r)
 	enc := gob.NewEncoder(w)
+	// The next request is read and decoded while one is handled.
+	type next struct {
+		req *Request
+		err error
+	}
+	reqs := make(chan next, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		dec := gob.NewDecoder(r)
+		for {
+			req := &Request{}
+			err := dec.Decode(req)
+			select {
+			case reqs <- next{req, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		var req Request
-		if err := dec.Decode(&req); err != nil {
+		n := <-reqs
+		if err := n.err; err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("read request: %w", err)
 		}
+		req := n.req
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		res, err := s.handle(ctx, &req)
+		res, err := s.handle(ctx, req)
 		if err != nil {
 			log.Debug("agent request", "op", string(req.Op), "error", err)
 			res = Response{Err: err.Error()}
@@ -73,7 +99,11 @@ type server struct {
 	prev *manifest.Manifest
 	// known holds the hashes of files committed since the last manifest,
 	// with the inode facts that make them valid.
-	known map[string]manifest.Entry
+	known   map[string]manifest.Entry
+	knownMu sync.Mutex // guards known while a commit request runs
+	// prevIndex is prev's index (of prevIndexOf), for OpBlocks.
+	prevIndex   map[string]*manifest.Entry
+	prevIndexOf *manifest.Manifest
 }
 
 // release removes this agent's session record.
@@ -160,11 +190,11 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 		if len(req.Paths) != 1 {
 			return Response{}, fmt.Errorf("blocks: want one path, have %d", len(req.Paths))
 		}
-		sums, err := s.blocks(req.Paths[0], req.Temp, req.BlockSize)
+		sums, inPlace, err := s.blocks(ctx, req.Paths[0], req.Temp, req.BlockSize, req.InPlace, req.Size)
 		if err != nil {
 			return Response{}, err
 		}
-		return Response{Sums: sums}, nil
+		return Response{Sums: sums, InPlace: inPlace}, nil
 	case OpPrepare:
 		if err := os.RemoveAll(s.temp()); err != nil {
 			return Response{}, fmt.Errorf("clear temporary directory: %w", err)
@@ -197,12 +227,7 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 		}
 		return Response{}, nil
 	case OpCommit:
-		for i := range req.Commits {
-			if err := s.commit(&req.Commits[i]); err != nil {
-				return Response{}, err
-			}
-		}
-		return Response{}, nil
+		return Response{}, s.commitAll(req.Commits)
 	case OpLink:
 		for i := range req.Entries {
 			if err := s.link(&req.Entries[i]); err != nil {
@@ -258,7 +283,7 @@ func (s *server) apply(e *manifest.Entry) error {
 	return setMeta(path, e, e.Type == manifest.Dir)
 }
 
-func (s *server) commit(c *Commit) error {
+func (s *server) commit(c *Commit, dir string) error {
 	e := &c.Entry
 	if err := checkPath(e.Path); err != nil {
 		return err
@@ -266,23 +291,36 @@ func (s *server) commit(c *Commit) error {
 	if e.Type != manifest.Regular || e.LinkTo != "" {
 		return fmt.Errorf("commit %s: not a regular file", manifest.Quote(e.Path))
 	}
-	if c.Temp == "" || filepath.Base(c.Temp) != c.Temp || c.Temp == "." || c.Temp == ".." {
+	// A file patched in place (OpBlocks) is committed where it is.
+	inPlace := c.InPlace && !c.Inline
+	if !inPlace && (c.Temp == "" || filepath.Base(c.Temp) != c.Temp || c.Temp == "." || c.Temp == "..") {
 		return fmt.Errorf("commit %s: invalid temporary name %q", manifest.Quote(e.Path), c.Temp)
 	}
 	tmp := filepath.Join(s.temp(), c.Temp)
 	final := s.abs(e.Path)
-	inPlace := false
-	if c.Inline {
-		// A small file new to the target is written in place, which saves
-		// a rename per file: there is nothing to replace, and what an
-		// interruption leaves short, or without its metadata, the next
-		// round's manifest shows and sends again.
-		if _, err := os.Lstat(final); errors.Is(err, fs.ErrNotExist) {
-			tmp, inPlace = final, true
+	if inPlace {
+		if fi, err := os.Lstat(final); err != nil || !fi.Mode().IsRegular() {
+			return fmt.Errorf("commit %s in place: not a regular file any more", manifest.Quote(e.Path))
 		}
-		if err := writeNew(tmp, c.Data); err != nil {
+		tmp = final
+	}
+	if c.Inline {
+		// A small file is written with its metadata through one
+		// descriptor, which saves the lookups of its path. One new to
+		// the target is written in place, which saves a rename: there is
+		// nothing to replace, and what an interruption leaves short, or
+		// without its metadata (the mtime comes last), the next round's
+		// manifest shows and sends again. Otherwise it is written in the
+		// directory of the commit worker (dir) and takes its place.
+		have, err := writeFile(final, c.Data, e, "")
+		if errors.Is(err, errExist) {
+			have, err = writeFile(filepath.Join(dir, c.Temp), c.Data, e, final)
+		}
+		if err != nil {
 			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
 		}
+		s.remember(c, have)
+		return nil
 	}
 	if !c.Inline || int64(len(c.Data)) != e.Size {
 		if err := os.Truncate(tmp, e.Size); err != nil {
@@ -297,21 +335,71 @@ func (s *server) commit(c *Commit) error {
 			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
 		}
 	}
+	if c.Hashed {
+		if have, _, err := manifest.Stat(final, e.Path); err == nil {
+			s.remember(c, have)
+		}
+	}
+	return nil
+}
+
+// remember keeps the hash of the content that c committed, with the facts
+// have of the file after the commit, for the next manifest.
+func (s *server) remember(c *Commit, have manifest.Entry) {
+	e := &c.Entry
 	sum := ""
 	switch {
+	case c.Hashed:
+		sum = e.SHA256
 	case c.Inline && int64(len(c.Data)) == e.Size:
 		h := sha256.Sum256(c.Data)
 		sum = hex.EncodeToString(h[:])
-	case c.Hashed:
-		sum = e.SHA256
 	}
-	if sum != "" {
-		if have, _, err := manifest.Stat(s.abs(e.Path), e.Path); err == nil && have.Size == e.Size {
-			have.SHA256 = sum
-			if s.known == nil {
-				s.known = map[string]manifest.Entry{}
+	if sum == "" || have.Size != e.Size {
+		return
+	}
+	have.SHA256 = sum
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	if s.known == nil {
+		s.known = map[string]manifest.Entry{}
+	}
+	s.known[e.Path] = have
+}
+
+// commitWorkers is the number of files a commit request writes at the same
+// time (the sender mixes directories in a request: files created in the
+// same directory wait for each other on its lock).
+const commitWorkers = 4
+
+// commitAll commits cs, several at a time; the error is that of the first
+// commit in cs that failed.
+func (s *server) commitAll(cs []Commit) error {
+	errs := make([]error, len(cs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for k := range min(commitWorkers, len(cs)) {
+		dir := filepath.Join(s.temp(), "c"+strconv.Itoa(k))
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("make temporary directory: %w", err)
+		}
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(cs) {
+					return
+				}
+				if errs[i] = s.commit(&cs[i], dir); errs[i] != nil {
+					next.Store(int64(len(cs)))
+					return
+				}
 			}
-			s.known[e.Path] = have
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
 		}
 	}
 	return nil
@@ -357,26 +445,21 @@ func (s *server) link(e *manifest.Entry) error {
 	return nil
 }
 
-// writeNew writes data to a new file at path.
-func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
+// errExist says that a file to create exists already.
+var errExist = errors.New("file exists")
 
 // replace renames tmp to path, first removing a directory that is in the
 // way (rename replaces anything else).
 func replace(tmp, path string) error {
-	if fi, err := os.Lstat(path); err == nil && fi.IsDir() {
+	err := rename(tmp, path)
+	if err == nil {
+		return nil
+	}
+	if fi, lerr := os.Lstat(path); lerr == nil && fi.IsDir() {
 		if err := os.RemoveAll(path); err != nil {
 			return err
 		}
+		return rename(tmp, path)
 	}
-	return os.Rename(tmp, path)
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -236,24 +237,66 @@ func writeSmall(b *testing.B, root string, n int) int64 {
 	return total
 }
 
+// hostDisk makes a fresh ext4 file system of size bytes (sparse, on a loop
+// device), mounts it for the rest of the benchmark and returns its mount
+// point: the target host's own disk. Copies land there, and not in the
+// machine's shared temporary directory, whose file system (without a
+// journal) makes file creation far slower for minutes after many files
+// were deleted, which the benchmark itself does between pairs.
+func hostDisk(b *testing.B, size int64) string {
+	b.Helper()
+	dir := b.TempDir()
+	img, mnt := filepath.Join(dir, "disk.img"), filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(img)
+	if err == nil {
+		err = f.Truncate(size)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		b.Fatalf("make the disk image: %v", err)
+	}
+	// Inode tables and journal are written now, not by the kernel in the
+	// background while the benchmark runs.
+	for _, args := range [][]string{
+		{"mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", img},
+		{"mount", "-o", "loop", img, mnt},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			b.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	b.Cleanup(func() {
+		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			b.Errorf("umount %s: %v\n%s", mnt, err, out)
+		}
+	})
+	return mnt
+}
+
 // BenchmarkMigrate compares stow migrate with rsync -aHAXS --numeric-ids
 // over the same ssh between two namespace hosts, alternating in pairs: (a)
 // one large file cold, (b) many small files cold, (c) the large file with 1
 // % of it changed after a first copy; and reports the downtime of (c) from
 // the engine's own phase times (final pass start to target ready).
 func BenchmarkMigrate(b *testing.B) {
-	testenv.Require(b, "root", "ip", "nsenter", "sshd", "ssh", "rsync")
+	testenv.Require(b, "root", "ip", "nsenter", "sshd", "ssh", "rsync", "mkfs.ext4", "mount")
 	size, nfiles, runs := migrateEnv(b)
 	m := &migBench{b: b, bins: harness.BuildBinaries(b), state: b.TempDir()}
 	m.nsA, m.nsB = harness.NetnsPair(b)
 	m.sshd = harness.StartSshd(b, m.nsB)
 	m.a = harness.StartVolumed(b, m.bins, "--log-level", "warn")
-	m.bv = harness.StartVolumed(b, m.bins, "--log-level", "warn")
-	rsyncRoot, err := os.MkdirTemp(filepath.Dir(m.bv.Root), "rsync-")
-	if err != nil {
+	// B writes to a disk of its own, which both tools' copies share.
+	disk := hostDisk(b, 3*size+8<<30)
+	m.bv = harness.StartVolumed(b, m.bins, "--log-level", "warn", "--root", filepath.Join(disk, "volumed"))
+	rsyncRoot := filepath.Join(disk, "rsync")
+	if err := os.Mkdir(rsyncRoot, 0o755); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { os.RemoveAll(rsyncRoot) })
 
 	// Sources on A: one large file; many small ones; the large file with
 	// 1 % changed.

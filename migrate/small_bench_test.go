@@ -1,14 +1,14 @@
 package migrate
 
 import (
-	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stowage/stowage/migrate/migratetest"
 )
 
 // benchFiles is the number of small files of BenchmarkSmallFiles:
@@ -42,23 +42,7 @@ func cpuTime(b *testing.B) time.Duration {
 func BenchmarkSmallFiles(b *testing.B) {
 	n := benchFiles(b)
 	src := b.TempDir()
-	rng := rand.New(rand.NewPCG(uint64(n), 3))
-	buf := make([]byte, 8<<10)
-	for i := range n {
-		dir := filepath.Join(src, fmt.Sprintf("d%03d", i/1000))
-		if i%1000 == 0 {
-			if err := os.Mkdir(dir, 0o755); err != nil {
-				b.Fatal(err)
-			}
-		}
-		size := 1<<10 + rng.IntN(6<<10)
-		for j := range size {
-			buf[j] = byte(rng.Uint32())
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), buf[:size], 0o644); err != nil {
-			b.Fatal(err)
-		}
-	}
+	migratetest.WriteSmall(b, src, n)
 	// The source's files are older than manifest.SettledHash, as those of
 	// a volume in use for a while.
 	old := time.Now().Add(-time.Hour)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stowage/stowage/internal/testenv"
 	"github.com/stowage/stowage/migrate"
+	"github.com/stowage/stowage/migrate/migratetest"
 	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/tests/e2e/harness"
 	"github.com/stowage/stowage/volumed/client"
@@ -211,32 +212,6 @@ func changeRegions(b *testing.B, path string, seed uint64) {
 	}
 }
 
-// writeSmall writes n files of 1-7 KiB (4 KiB on average) in directories
-// of 1000.
-func writeSmall(b *testing.B, root string, n int) int64 {
-	b.Helper()
-	rng := rand.New(rand.NewPCG(uint64(n), 3))
-	buf := make([]byte, 8<<10)
-	var total int64
-	for i := range n {
-		dir := filepath.Join(root, fmt.Sprintf("d%03d", i/1000))
-		if i%1000 == 0 {
-			if err := os.Mkdir(dir, 0o755); err != nil {
-				b.Fatal(err)
-			}
-		}
-		size := 1<<10 + rng.IntN(6<<10)
-		for j := range size {
-			buf[j] = byte(rng.Uint32())
-		}
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%05d", i)), buf[:size], 0o644); err != nil {
-			b.Fatal(err)
-		}
-		total += int64(size)
-	}
-	return total
-}
-
 // hostDisk makes a fresh ext4 file system of size bytes (sparse, on a loop
 // device), mounts it for the rest of the benchmark and returns its mount
 // point: the target host's own disk. Copies land there, and not in the
@@ -307,7 +282,7 @@ func BenchmarkMigrate(b *testing.B) {
 	m.withMount("large", func(p string) { writeRandom(b, filepath.Join(p, "disk.img"), size, 1) })
 	only := os.Getenv("MIGRATE_CASES")
 	if only == "" || strings.ContainsRune(only, 'b') {
-		m.withMount("small", func(p string) { smallBytes = writeSmall(b, p, nfiles) })
+		m.withMount("small", func(p string) { smallBytes = migratetest.WriteSmall(b, p, nfiles) })
 	}
 	m.withMount("changed", func(p string) {
 		writeRandom(b, filepath.Join(p, "disk.img"), size, 1)

@@ -604,24 +604,32 @@ func (r *run) round(ctx context.Context, phase string, n int, prev *manifest.Man
 // file unchanged since whose ctime was manifest.SettledHash old when that
 // round's walk began.
 func (r *run) freshHashes(ctx context.Context, prev *manifest.Manifest) (*manifest.Manifest, error) {
-	var dstM *manifest.Manifest
+	srcM, _, err := r.walkBoth(ctx, manifest.WalkOptions{Hash: true, Settle: true, Previous: prev,
+		Settled: manifest.SettledHash}, r.agent.FreshManifest)
+	return srcM, err
+}
+
+// walkBoth walks the source with opts (the migration's temporary directory
+// left out) while the target's agent answers target, its manifest, and
+// counts what both sides hashed.
+func (r *run) walkBoth(ctx context.Context, opts manifest.WalkOptions, target func() (*manifest.Manifest, error)) (src, dst *manifest.Manifest, err error) {
 	var dstErr error
 	got := make(chan struct{})
 	go func() {
 		defer close(got)
-		dstM, dstErr = r.agent.FreshManifest()
+		dst, dstErr = target()
 	}()
-	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Settle: true, Previous: prev,
-		Settled: manifest.SettledHash, Exclude: []string{agent.TempDir}})
+	opts.Exclude = append(opts.Exclude, agent.TempDir)
+	src, err = manifest.Walk(ctx, r.srcRoot, opts)
 	<-got
 	if err != nil {
-		return nil, fmt.Errorf("walk the source volume: %w", err)
+		return nil, nil, fmt.Errorf("walk the source volume: %w", err)
 	}
 	if dstErr != nil {
-		return nil, dstErr
+		return nil, nil, dstErr
 	}
-	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
-	return srcM, nil
+	r.res.HashedBytes += src.Hashed + dst.Hashed
+	return src, dst, nil
 }
 
 // verify compares manifests of both sides with content hashes. Each side
@@ -639,23 +647,11 @@ func (r *run) freshHashes(ctx context.Context, prev *manifest.Manifest) (*manife
 // only the files that the final pass changed are read during the downtime.
 func (r *run) verify(ctx context.Context, final *manifest.Manifest) error {
 	// Both sides hash at the same time.
-	var dstM *manifest.Manifest
-	var dstErr error
-	got := make(chan struct{})
-	go func() {
-		defer close(got)
-		dstM, dstErr = r.agent.VerifyManifest()
-	}()
-	srcM, err := manifest.Walk(ctx, r.srcRoot, manifest.WalkOptions{Hash: true, Previous: final,
-		Settled: manifest.SettledHash, Exclude: []string{agent.TempDir}})
-	<-got
+	srcM, dstM, err := r.walkBoth(ctx, manifest.WalkOptions{Hash: true, Previous: final,
+		Settled: manifest.SettledHash}, r.agent.VerifyManifest)
 	if err != nil {
-		return fmt.Errorf("walk the source volume: %w", err)
+		return err
 	}
-	if dstErr != nil {
-		return dstErr
-	}
-	r.res.HashedBytes += srcM.Hashed + dstM.Hashed
 	return compare(srcM, dstM)
 }
 

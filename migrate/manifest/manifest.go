@@ -120,6 +120,24 @@ func (m *Manifest) Index() map[string]*Entry {
 // cost more in system calls and waits than in hashing.
 const hashWorkers = 4
 
+// parallel calls do(k) for every k in [0, n), workers at a time. A worker
+// stops when do returns false; all stop once ctx ends.
+func parallel(ctx context.Context, workers, n int, do func(k int) bool) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Go(func() {
+			for {
+				k := int(next.Add(1)) - 1
+				if k >= n || ctx.Err() != nil || !do(k) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // HashWhere hashes the regular files of the tree at root that have no
 // hash yet and for which need is true (for a hard-link group, the group's
 // first path stands for all), and gives the group's other paths the same
@@ -150,24 +168,11 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 	// hashWorkers files at a time, as a walk hashes.
 	budget := m.sumsBudget()
 	errs := make([]error, len(todo))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(hashWorkers, len(todo)) {
-		wg.Go(func() {
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= len(todo) || ctx.Err() != nil {
-					return
-				}
-				e := todo[k]
-				e.SHA256, e.sums, errs[k] = hashFile(ctx, root+"/"+e.Path, e.Size, budget.take(e.Size))
-				if errs[k] != nil {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	parallel(ctx, hashWorkers, len(todo), func(k int) bool {
+		e := todo[k]
+		e.SHA256, e.sums, errs[k] = hashFile(ctx, root+"/"+e.Path, e.Size, budget.take(e.Size))
+		return errs[k] == nil
+	})
 	if err := ctx.Err(); err != nil {
 		return err
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -131,20 +130,10 @@ func (w *walker) statNames(rel string, names []string) []stated {
 		}
 		return out
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range statWorkers {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(names) || w.ctx.Err() != nil {
-					return
-				}
-				one(i)
-			}
-		})
-	}
-	wg.Wait()
+	parallel(w.ctx, statWorkers, len(names), func(i int) bool {
+		one(i)
+		return true
+	})
 	return out
 }
 
@@ -358,25 +347,12 @@ func (w *walker) prefetch(m *Manifest) (map[int]hashResult, error) {
 		return sums, nil
 	}
 	results := make([]hashResult, len(todo))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(hashWorkers, len(todo)) {
-		wg.Go(func() {
-			for {
-				k := int(next.Add(1)) - 1
-				if k >= len(todo) || w.ctx.Err() != nil {
-					return
-				}
-				e := &m.Entries[todo[k]]
-				sum, sums, err := hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget.take(e.Size))
-				results[k] = hashResult{sum, sums, err}
-				if err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	parallel(w.ctx, hashWorkers, len(todo), func(k int) bool {
+		e := &m.Entries[todo[k]]
+		sum, sums, err := hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget.take(e.Size))
+		results[k] = hashResult{sum, sums, err}
+		return err == nil || errors.Is(err, fs.ErrNotExist)
+	})
 	if err := w.ctx.Err(); err != nil {
 		return nil, err
 	}

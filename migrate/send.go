@@ -243,7 +243,7 @@ func (r *run) sendFile(ctx context.Context, e *manifest.Entry, temp string, m *m
 	return true, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-var zeros = make([]byte, 1<<20)
+var zeros [1 << 20]byte
 
 // hashZeros writes n zero bytes to h.
 func hashZeros(h hash.Hash, n int64) {

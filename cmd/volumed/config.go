@@ -8,13 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/stowage/stowage/plugins/volume"
 	"github.com/stowage/stowage/volumed/plugin"
 )
 
@@ -89,10 +89,6 @@ const sidecarSocketDir = "/run/stowage/sidecars"
 // maxSocketPath is the longest path a unix socket address holds on Linux.
 const maxSocketPath = 107
 
-// containerName matches the names a sidecar provider may have: its
-// container is named stowage-sidecar-NAME.
-var containerName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
 // kind is where the provider runs, as `stow provider ls` shows it.
 func (p providerConfig) kind() string {
 	switch p.Type {
@@ -161,7 +157,8 @@ func (p *providerConfig) checkSidecar(name, root string) error {
 	if p.Root != "" || p.Endpoint != "" {
 		return fmt.Errorf("provider %q: root and endpoint are not for type sidecar (data_dir holds its volumes; it listens in socket_dir)", name)
 	}
-	if !containerName.MatchString(name) {
+	// A sidecar's container is named stowage-sidecar-NAME.
+	if !volume.ValidName(name) {
 		return fmt.Errorf("provider %q: a sidecar's name must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (its container is stowage-sidecar-NAME)", name)
 	}
 	if p.Image == "" {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -44,8 +43,6 @@ func (t Target) String() string {
 	}
 	return u.String()
 }
-
-var volumeName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 const targetForm = "ssh://[user@]host[:port][/?volume=NAME]"
 
@@ -105,7 +102,7 @@ func ParseTarget(s string) (Target, error) {
 		if len(vs) != 1 {
 			return bad("parameter volume given %d times", len(vs))
 		}
-		if !volumeName.MatchString(vs[0]) {
+		if !volume.ValidName(vs[0]) {
 			return bad("invalid volume name %q: must match [a-zA-Z0-9][a-zA-Z0-9_.-]*", vs[0])
 		}
 		t.Volume = vs[0]

@@ -2,7 +2,6 @@ package local
 
 import (
 	"fmt"
-	"regexp"
 
 	"github.com/stowage/stowage/plugins/volume"
 )
@@ -85,18 +84,16 @@ func parseParameters(capacity int64, params map[string]string) (spec, error) {
 	return spec{Type: typeFS, FS: fs, CapacityBytes: capacity}, nil
 }
 
-// validID matches Docker's volume names, which local uses as IDs. The first
-// character is never a dot, so an ID is never ".", ".." or one of the
-// provider's own dot-files, and it has no slash, so it names one directory
-// directly under the root.
-var validID = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
 // maxIDLen keeps IDs within one path component.
 const maxIDLen = 255
 
-// checkID returns an ErrInvalid error unless id is a valid volume name.
+// checkID returns an ErrInvalid error unless id is a valid volume name
+// (volume.ValidName), which local uses as IDs: the first character is never
+// a dot, so an ID is never ".", ".." or one of the provider's own
+// dot-files, and it has no slash, so it names one directory directly under
+// the root.
 func checkID(id string) error {
-	if len(id) > maxIDLen || !validID.MatchString(id) {
+	if len(id) > maxIDLen || !volume.ValidName(id) {
 		return fmt.Errorf("%w: volume name %q is not valid (use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most %d characters)",
 			volume.ErrInvalid, id, maxIDLen)
 	}

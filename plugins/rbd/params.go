@@ -83,18 +83,16 @@ func checkSize(capacity int64, fs string) (int64, error) {
 	return (capacity + sizeAlign - 1) / sizeAlign * sizeAlign, nil
 }
 
-// validName matches Docker's volume names, which the provider uses as RBD
-// image and snapshot names. It excludes "/" and "@", which RBD gives a
-// meaning, and a leading dot, which marks the provider's work images.
-var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
-
 // maxNameLen keeps names within RBD's limits.
 const maxNameLen = 128
 
 // checkName returns an ErrInvalid error unless name is a valid volume or
-// snapshot name; what says which.
+// snapshot name; what says which. The provider uses Docker's volume names
+// (volume.ValidName) as RBD image and snapshot names: they exclude "/" and
+// "@", which RBD gives a meaning, and a leading dot, which marks the
+// provider's work images.
 func checkName(what, name string) error {
-	if len(name) > maxNameLen || !validName.MatchString(name) {
+	if len(name) > maxNameLen || !volume.ValidName(name) {
 		return fmt.Errorf("%w: %s name %q is not valid (use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most %d characters)",
 			volume.ErrInvalid, what, name, maxNameLen)
 	}

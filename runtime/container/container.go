@@ -299,26 +299,11 @@ func isID(s string) bool {
 	return true
 }
 
-// dockerName reports whether s follows Docker's rule for container and
-// volume names (volumed follows it too): [a-zA-Z0-9][a-zA-Z0-9_.-]*.
-func dockerName(s string) bool {
-	if s == "" || s[0] == '_' || s[0] == '.' || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // ValidateName checks a container name: Docker's rule,
 // [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters, and not 64 hex
 // digits (which would read as an ID).
 func ValidateName(name string) error {
-	if !dockerName(name) || len(name) > 128 {
+	if !volume.ValidName(name) || len(name) > 128 {
 		return fmt.Errorf("%w: container name %q: use letters, digits, '_', '.' and '-', starting with a letter or digit", volume.ErrInvalid, name)
 	}
 	if isID(name) {
@@ -343,7 +328,7 @@ func ParseVolume(spec string) (Volume, error) {
 		return bad("the volume name is empty")
 	case strings.HasPrefix(v.Name, "/") || strings.HasPrefix(v.Name, "."):
 		return bad("only named volumes are supported, not host paths")
-	case !dockerName(v.Name):
+	case !volume.ValidName(v.Name):
 		return bad("the volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
 	case v.Target == "":
 		return bad("the container path is empty")

@@ -2,7 +2,6 @@ package manager
 
 import (
 	"fmt"
-	"regexp"
 
 	"github.com/stowage/stowage/plugins/volume"
 )
@@ -10,8 +9,6 @@ import (
 // MaxNameLength is the longest volume name accepted: a name is a file name
 // on the host, so it is bounded by NAME_MAX.
 const MaxNameLength = 255
-
-var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // ValidateName returns an ErrInvalid error unless name follows Docker's
 // rule for volume names.
@@ -27,7 +24,7 @@ func checkName(what, name string) error {
 		return fmt.Errorf("%w: %s name is empty (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, what)
 	case len(name) > MaxNameLength:
 		return fmt.Errorf("%w: %s name is %d characters long (at most %d)", volume.ErrInvalid, what, len(name), MaxNameLength)
-	case !nameRE.MatchString(name):
+	case !volume.ValidName(name):
 		return fmt.Errorf("%w: %s name %q has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, what, name)
 	}
 	return nil

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -37,21 +36,12 @@ func killCgroupOf(pid int, id string) (int, error) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || d.Name() != "cgroup.procs" {
+		if !d.IsDir() {
 			return nil
 		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, f := range strings.Fields(string(b)) {
-			p, err := strconv.Atoi(f)
-			if err != nil {
-				return fmt.Errorf("parse %q in %s: %w", f, path, err)
-			}
-			pids = append(pids, p)
-		}
-		return nil
+		got, err := cgroup.ReadProcs(path)
+		pids = append(pids, got...)
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("list the processes of cgroup %s: %w", dir, err)

@@ -368,23 +368,37 @@ func (g *Group) ThreadFiles() []string {
 func (g *Group) Procs() ([]int, error) {
 	var pids []int
 	for _, c := range g.controllers() {
-		b, err := os.ReadFile(filepath.Join(g.dirs[c], "cgroup.procs"))
+		got, err := ReadProcs(g.dirs[c])
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // not created in this controller, or deleted
 		}
 		if err != nil {
 			return nil, fmt.Errorf("list processes of cgroup %s: %w", g.name, err)
 		}
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err != nil {
-				return nil, fmt.Errorf("list processes of cgroup %s: parse %q: %w", g.name, f, err)
-			}
-			pids = append(pids, pid)
-		}
+		pids = append(pids, got...)
 	}
 	slices.Sort(pids)
 	return slices.Compact(pids), nil
+}
+
+// ReadProcs returns the processes listed in the cgroup.procs file of the
+// cgroup directory dir, which may belong to another manager (such as
+// dockerd's).
+func ReadProcs(dir string) ([]int, error) {
+	file := filepath.Join(dir, "cgroup.procs")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("parse %q in %s: %w", f, file, err)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 // Freeze stops every process in the group and waits until all are frozen.

@@ -20,21 +20,10 @@
 # installs them), not root. `make provider-image` writes bin/provider-image.tar.
 set -euo pipefail
 
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	echo "usage: $0 OUT.tar [STOW-PROVIDER]" >&2
-	exit 2
-fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-out=$(realpath -m "$1")
-provider=${2:+$(realpath "$2")}
-
-work=$(mktemp -d /tmp/stowage-provider-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-rootfs=$work/rootfs
-image_name=provider-image
-mkdir -p "$rootfs"/{bin,etc,tmp,dev,proc,sys,run,root}
-chmod 1777 "$rootfs/tmp"
-chmod 0700 "$rootfs/root"
+# shellcheck source=lib/image.sh
+. "$repo/tests/scripts/lib/image.sh"
+image_start provider-image STOW-PROVIDER "$@"
 
 if [ -z "$provider" ]; then
 	provider=$work/stow-provider
@@ -46,9 +35,6 @@ if ldd "$provider" >/dev/null 2>&1; then
 	exit 1
 fi
 install -m 0755 "$provider" "$rootfs/bin/stow-provider"
-
-# shellcheck source=lib/image.sh
-. "$repo/tests/scripts/lib/image.sh"
 
 copy_program mkfs.ext4
 copy_program mkfs.xfs

@@ -23,29 +23,16 @@
 # e2fsprogs, xfsprogs), not root. `make rbd-image` writes bin/rbd-image.tar.
 set -euo pipefail
 
-if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	echo "usage: $0 OUT.tar [STOW-RBD]" >&2
-	exit 2
-fi
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-out=$(realpath -m "$1")
-provider=${2:+$(realpath "$2")}
-
-work=$(mktemp -d /tmp/stowage-rbd-image.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-rootfs=$work/rootfs
-image_name=rbd-image
-mkdir -p "$rootfs"/{bin,etc/ceph,tmp,dev,proc,sys,run,root}
-chmod 1777 "$rootfs/tmp"
-chmod 0700 "$rootfs/root"
+# shellcheck source=lib/image.sh
+. "$repo/tests/scripts/lib/image.sh"
+image_start rbd-image STOW-RBD "$@"
+mkdir -p "$rootfs/etc/ceph"
 
 if [ -z "$provider" ]; then
 	provider=$work/stow-rbd
 	(cd "$repo" && CGO_ENABLED=1 go build -tags ceph,pacific -trimpath -o "$provider" ./cmd/stow-rbd)
 fi
-
-# shellcheck source=lib/image.sh
-. "$repo/tests/scripts/lib/image.sh"
 
 copy_program "$provider" /bin/stow-rbd
 # librados loads its crypto and compressor plugins from here at run time.

@@ -1,7 +1,28 @@
 # image.sh holds the functions the image scripts (provider-image.sh,
 # rbd-image.sh) share to build a rootfs tarball for the bundled runtime. Source
-# it after setting image_name (the script's name in messages) and rootfs (the
-# directory the image is assembled in).
+# it, then call image_start.
+
+# image_start NAME PROGRAM ARGS... takes the script's arguments ARGS, OUT.tar
+# [PROGRAM], and sets image_name (NAME, for messages), out, provider (PROGRAM's
+# path, "" to build it), work (a directory removed on exit) and rootfs (the
+# image's skeleton in it).
+image_start() {
+	image_name=$1
+	local program=$2
+	shift 2
+	if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+		echo "usage: $0 OUT.tar [$program]" >&2
+		exit 2
+	fi
+	out=$(realpath -m "$1")
+	provider=${2:+$(realpath "$2")}
+	work=$(mktemp -d "/tmp/stowage-$image_name.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+	rootfs=$work/rootfs
+	mkdir -p "$rootfs"/{bin,etc,tmp,dev,proc,sys,run,root}
+	chmod 1777 "$rootfs/tmp"
+	chmod 0700 "$rootfs/root"
+}
 
 # find_program prints the path of a program on PATH or in the sbin
 # directories, where Debian keeps mkfs.

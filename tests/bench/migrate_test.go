@@ -339,7 +339,7 @@ func BenchmarkMigrate(b *testing.B) {
 
 	var sb strings.Builder
 	sb.WriteString("### Migration: stow migrate against rsync -aHAXS --numeric-ids over the same ssh\n\n")
-	fmt.Fprintf(&sb, "Two hosts made of network namespaces on one veth link, each with its volumed; %d pairs per case, alternating which goes first. Bytes on the wire are the veth's counters (both directions).\n\n", runs)
+	fmt.Fprintf(&sb, "Two hosts made of network namespaces on one veth link, each with its volumed; B writes both tools' copies to a fresh ext4 file system of its own (a loop-mounted file). %d pairs per case, alternating which goes first. Bytes on the wire are the veth's counters (both directions).\n\n", runs)
 	sb.WriteString("| case | stow migrate median (min-max) | rsync median (min-max) | ratio, median of pairs (min-max); goal | wire stow / rsync (medians) |\n|---|---|---|---|---|\n")
 	for _, c := range cases {
 		if len(c.stow) == 0 {

@@ -123,6 +123,7 @@ func (a *app) migrateAgentCommand(parent *cobra.Command, f *migrateFlags) *cobra
 				return a.migrate(cmd, f, "agent", args[0])
 			}
 			log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			clearUmask()
 			return agent.Serve(cmd.Context(), os.Stdin, os.Stdout, agent.Config{Log: log})
 		},
 	}

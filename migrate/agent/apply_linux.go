@@ -103,7 +103,10 @@ func setMeta(path string, e *manifest.Entry, withMtime bool) error {
 // mtime, ctime), by which a hash of data stays valid.
 func writeFile(path string, data []byte, e *manifest.Entry, final string) (manifest.Entry, error) {
 	q := manifest.Quote(e.Path)
-	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Created with its permission bits, the file needs no chmod when the
+	// umask (the agent runs with none) and the directory's default ACL
+	// leave them as they are.
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&0o777)
 	if errors.Is(err, unix.EEXIST) {
 		return manifest.Entry{}, errExist
 	}
@@ -126,12 +129,25 @@ func writeFile(path string, data []byte, e *manifest.Entry, final string) (manif
 			return manifest.Entry{}, fmt.Errorf("truncate %s: %w", q, err)
 		}
 	}
-	// As setMeta: owner, mode, extended attributes, mtime.
-	if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
-		return manifest.Entry{}, fmt.Errorf("chown %s: %w", q, err)
+	// As setMeta: owner, mode, extended attributes, mtime. Each change
+	// of an inode costs a journal transaction: the owner and mode are
+	// changed only where the new file's differ (a file created by root is
+	// root's, its group that of a set-group-ID directory).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return manifest.Entry{}, fmt.Errorf("stat %s: %w", q, err)
 	}
-	if err := unix.Fchmod(fd, e.Mode); err != nil {
-		return manifest.Entry{}, fmt.Errorf("chmod %s: %w", q, err)
+	chown := st.Uid != e.UID || st.Gid != e.GID
+	if chown {
+		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
+			return manifest.Entry{}, fmt.Errorf("chown %s: %w", q, err)
+		}
+	}
+	// chown clears the set-user-ID and set-group-ID bits.
+	if chown || st.Mode&0o7777 != e.Mode {
+		if err := unix.Fchmod(fd, e.Mode); err != nil {
+			return manifest.Entry{}, fmt.Errorf("chmod %s: %w", q, err)
+		}
 	}
 	// A new file may have attributes already: an ACL inherited from its
 	// directory's default ACL, a security label.
@@ -163,7 +179,6 @@ func writeFile(path string, data []byte, e *manifest.Entry, final string) (manif
 			return manifest.Entry{}, fmt.Errorf("rename to %s: %w", q, err)
 		}
 	}
-	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return manifest.Entry{}, fmt.Errorf("stat %s: %w", q, err)
 	}

@@ -10,7 +10,9 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,7 +113,7 @@ const (
 // statNames states the children names of the directory rel, several at a
 // time in a large directory: a walk of many small files costs little but
 // system calls.
-func (w *walker) statNames(rel string, names []string) []stated {
+func (w *walker) statNames(dirfd int, rel string, names []string) []stated {
 	out := make([]stated, len(names))
 	child := func(i int) string {
 		if rel == "." {
@@ -119,9 +121,11 @@ func (w *walker) statNames(rel string, names []string) []stated {
 		}
 		return rel + "/" + names[i]
 	}
+	// Each name is looked up in its directory (dirfd), not along its
+	// path from the root.
 	one := func(i int) {
 		c := child(i)
-		e, dev, err := Stat(w.abs(c), c)
+		e, dev, err := statAt(dirfd, names[i], w.abs(c), c)
 		out[i] = stated{e, dev, err}
 	}
 	if len(names) < statFanout {
@@ -160,17 +164,29 @@ func (w *walker) visit(rel string, st stated) error {
 	if e.Type != Dir {
 		return nil
 	}
-	names, err := readNames(w.abs(rel))
-	if rel != "." && errors.Is(err, fs.ErrNotExist) {
-		return nil // removed since it was seen, as above
+	dir, err := os.OpenFile(w.abs(rel), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+	if rel != "." && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR)) {
+		return nil // removed or replaced since it was seen, as above
 	}
 	if err != nil {
 		return err
 	}
+	names, err := readNames(dir)
 	if rel == "." {
 		names = slices.DeleteFunc(names, func(name string) bool { return slices.Contains(w.opts.Exclude, name) })
 	}
-	stats := w.statNames(rel, names)
+	var stats []stated
+	if err == nil {
+		stats = w.statNames(int(dir.Fd()), rel, names)
+	}
+	// The children are walked with their directory closed: a deep tree
+	// holds no descriptor per level.
+	if cerr := dir.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
 	for i, name := range names {
 		child := name
 		if rel != "." {
@@ -373,8 +389,13 @@ func HashFile(ctx context.Context, path string) (string, error) {
 // Stat returns the entry of the file at path, named rel, and the device it
 // lives on. It does not follow a symlink and does not hash.
 func Stat(path, rel string) (Entry, uint64, error) {
+	return statAt(unix.AT_FDCWD, path, path, rel)
+}
+
+// statAt is Stat of name in the directory dirfd, which is path.
+func statAt(dirfd int, name, path, rel string) (Entry, uint64, error) {
 	var st unix.Stat_t
-	if err := unix.Lstat(path, &st); err != nil {
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return Entry{}, 0, &os.PathError{Op: "lstat", Path: path, Err: err}
 	}
 	e := Entry{
@@ -395,7 +416,7 @@ func Stat(path, rel string) (Entry, uint64, error) {
 		e.Type = Dir
 	case unix.S_IFLNK:
 		e.Type = Symlink
-		t, err := os.Readlink(path)
+		t, err := readlinkAt(dirfd, name, path, st.Size)
 		if err != nil {
 			return Entry{}, 0, err
 		}
@@ -413,12 +434,93 @@ func Stat(path, rel string) (Entry, uint64, error) {
 	default:
 		return Entry{}, 0, fmt.Errorf("stat %s: unknown file type %#o", Quote(path), st.Mode&unix.S_IFMT)
 	}
-	x, err := Xattrs(path)
+	x, err := xattrsAt(dirfd, name, path)
 	if err != nil {
 		return Entry{}, 0, err
 	}
 	e.Xattrs = x
 	return e, st.Dev, nil
+}
+
+// readlinkAt returns the target of the symlink name in dirfd (path), of
+// size bytes as stat saw it.
+func readlinkAt(dirfd int, name, path string, size int64) (string, error) {
+	buf := make([]byte, max(size+1, 128))
+	for {
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", &os.PathError{Op: "readlink", Path: path, Err: err}
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		// Longer than stat said: it was replaced meanwhile.
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// noListxattrat is set once the kernel turned out to lack listxattrat
+// (before Linux 6.13): names are then listed by path.
+var noListxattrat atomic.Bool
+
+// xattrsAt is Xattrs of name in the directory dirfd, which is path. The
+// names are listed relative to dirfd where the kernel can; the values,
+// which few files have, are read by path.
+func xattrsAt(dirfd int, name, path string) (map[string][]byte, error) {
+	if dirfd == unix.AT_FDCWD || noListxattrat.Load() {
+		return Xattrs(path)
+	}
+	var small [256]byte
+	buf := small[:]
+	for {
+		n, err := listxattrat(dirfd, name, buf)
+		switch {
+		case errors.Is(err, unix.ENOSYS):
+			noListxattrat.Store(true)
+			return Xattrs(path)
+		case errors.Is(err, unix.ERANGE):
+			buf = make([]byte, 2*len(buf))
+			continue
+		case errors.Is(err, unix.ENOTSUP):
+			return nil, nil
+		case err != nil:
+			return nil, &os.PathError{Op: "listxattrat", Path: path, Err: err}
+		case n == 0:
+			return nil, nil
+		}
+		return readXattrs(path, splitNames(buf[:n]))
+	}
+}
+
+// listxattrat lists the extended attribute names of name in dirfd, not
+// following a symlink, into buf.
+func listxattrat(dirfd int, name string, buf []byte) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	r, _, errno := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(unsafe.SliceData(buf))), uintptr(len(buf)), 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+// splitNames splits a list of NUL-terminated names.
+func splitNames(b []byte) []string {
+	var names []string
+	for start := 0; start < len(b); {
+		end := start
+		for end < len(b) && b[end] != 0 {
+			end++
+		}
+		if end > start {
+			names = append(names, string(b[start:end]))
+		}
+		start = end + 1
+	}
+	return names
 }
 
 // Xattrs returns the extended attributes of path (not following a symlink),
@@ -428,6 +530,12 @@ func Xattrs(path string) (map[string][]byte, error) {
 	if err != nil || len(names) == 0 {
 		return nil, err
 	}
+	return readXattrs(path, names)
+}
+
+// readXattrs returns the values of the extended attributes names of path;
+// one removed meanwhile is left out.
+func readXattrs(path string, names []string) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(names))
 	for _, name := range names {
 		v, err := getXattr(path, name)
@@ -460,18 +568,7 @@ func listXattrs(path string) ([]string, error) {
 		if err != nil {
 			return nil, &os.PathError{Op: "llistxattr", Path: path, Err: err}
 		}
-		var names []string
-		for start := 0; start < n; {
-			end := start
-			for end < n && buf[end] != 0 {
-				end++
-			}
-			if end > start {
-				names = append(names, string(buf[start:end]))
-			}
-			start = end + 1
-		}
-		return names, nil
+		return splitNames(buf[:n]), nil
 	}
 }
 
@@ -494,16 +591,11 @@ func getXattr(path, name string) ([]byte, error) {
 	}
 }
 
-// readNames returns the names in dir, sorted.
-func readNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
+// readNames returns the names in the open directory dir, sorted.
+func readNames(dir *os.File) ([]string, error) {
+	names, err := dir.Readdirnames(-1)
 	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("read directory %s: %w", Quote(dir), err)
+		return nil, fmt.Errorf("read directory %s: %w", Quote(dir.Name()), err)
 	}
 	slices.Sort(names)
 	return names, nil

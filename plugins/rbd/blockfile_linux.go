@@ -8,6 +8,7 @@ import (
 	"log"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,9 +35,14 @@ const blockFileName = "image"
 // mount, so that a loop device can attach it: the userspace path from an
 // RBD image to a block device, needing neither krbd nor nbd.
 type blockFile struct {
-	dir string
-	srv *fuse.Server
+	dir  string
+	srv  *fuse.Server
+	node *blockNode
 }
+
+// lostWrites says whether a flush of the file failed: writes the device
+// had acknowledged may be lost.
+func (b *blockFile) lostWrites() bool { return b.node.lost.Load() }
 
 // path returns the file's path.
 func (b *blockFile) path() string { return b.dir + "/" + blockFileName }
@@ -84,7 +90,7 @@ func serveBlockFile(dir, name string, dev device, readOnly bool) (*blockFile, er
 	if err != nil {
 		return nil, fmt.Errorf("mount FUSE file at %s: %w", dir, err)
 	}
-	return &blockFile{dir: dir, srv: srv}, nil
+	return &blockFile{dir: dir, srv: srv, node: root.file}, nil
 }
 
 // close unmounts the FUSE file system and waits until its server stops.
@@ -119,10 +125,21 @@ func (r *blockRoot) OnAdd(ctx context.Context) {
 }
 
 // blockNode is the file: every read and write goes to the device.
+//
+// The device may acknowledge a write before the cluster has it (librbd's
+// write-around cache), as a disk with a volatile write cache does: a flush
+// waits for every write before it and fails if one of them failed. So
+// that such a failure reaches the flush that waited for the write, and no
+// later flush reports success first, one flush runs at a time; and once a
+// flush failed, writes that were acknowledged may be gone, so every later
+// read, write and flush fails too.
 type blockNode struct {
 	fs.Inode
 	dev      device
 	readOnly bool
+
+	flushMu sync.Mutex
+	lost    atomic.Bool // a flush failed; set with flushMu held
 }
 
 var (
@@ -177,6 +194,9 @@ func (n *blockNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAt
 
 // Read reads from the device; reads past the end are short.
 func (n *blockNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if n.lost.Load() {
+		return nil, syscall.EIO
+	}
 	size, err := n.dev.Size()
 	if err != nil {
 		return nil, errno(err)
@@ -200,6 +220,9 @@ func (n *blockNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off
 	if n.readOnly {
 		return 0, syscall.EROFS
 	}
+	if n.lost.Load() {
+		return 0, syscall.EIO
+	}
 	size, err := n.dev.Size()
 	if err != nil {
 		return 0, errno(err)
@@ -214,12 +237,22 @@ func (n *blockNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off
 	return uint32(w), 0
 }
 
-// Fsync flushes librbd's cache to the cluster.
+// Fsync waits until the cluster has every write acknowledged before it,
+// one flush at a time (see blockNode).
 func (n *blockNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	if n.readOnly {
 		return 0
 	}
-	return errno(n.dev.Flush())
+	n.flushMu.Lock()
+	defer n.flushMu.Unlock()
+	if n.lost.Load() {
+		return syscall.EIO
+	}
+	if err := n.dev.Flush(); err != nil {
+		n.lost.Store(true)
+		return errno(err)
+	}
+	return 0
 }
 
 // Flush flushes on close, as Fsync does.
@@ -236,6 +269,9 @@ func (n *blockNode) Allocate(ctx context.Context, f fs.FileHandle, off, size uin
 	}
 	if n.readOnly {
 		return syscall.EROFS
+	}
+	if n.lost.Load() {
+		return syscall.EIO
 	}
 	if _, err := n.dev.Discard(off, size); err != nil {
 		return errno(err)

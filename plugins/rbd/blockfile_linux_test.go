@@ -25,6 +25,9 @@ type memDevice struct {
 
 	sizeCalls atomic.Int64
 	flushes   atomic.Int64
+	// failFlush makes flushes fail as librbd's do after this host was
+	// blocklisted.
+	failFlush atomic.Bool
 }
 
 func (d *memDevice) ReadAt(p []byte, off int64) (int, error) {
@@ -47,6 +50,9 @@ func (d *memDevice) WriteAt(p []byte, off int64) (int, error) {
 
 func (d *memDevice) Flush() error {
 	d.flushes.Add(1)
+	if d.failFlush.Load() {
+		return syscall.ESHUTDOWN
+	}
 	return nil
 }
 
@@ -263,5 +269,44 @@ func TestBlockFileReadOnly(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	if n, err := f.ReadAt(buf, 0); n != len(buf) || !bytes.Equal(buf, dev.snapshot()) {
 		t.Errorf("read = %d bytes, %v; want the device's contents", n, err)
+	}
+}
+
+// TestBlockFileLostWrites: the first flush that fails reports the device's
+// error, and from then on every flush, read and write fails, also once
+// the device flushes again: writes acknowledged before the failed flush
+// may be lost.
+func TestBlockFileLostWrites(t *testing.T) {
+	dev := &memDevice{data: make([]byte, 1<<20)}
+	b, f := serveMem(t, dev, false)
+	block := randomBytes(t, 4096)
+	if _, err := f.WriteAt(block, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if b.lostWrites() {
+		t.Fatal("lost writes reported after a flush that succeeded")
+	}
+	dev.failFlush.Store(true)
+	if _, err := f.WriteAt(block, 4096); err != nil {
+		t.Fatalf("write before the failed flush: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.ESHUTDOWN) {
+		t.Errorf("first failed flush: %v, want the device's ESHUTDOWN", err)
+	}
+	dev.failFlush.Store(false)
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("flush after a failed one: %v, want EIO", err)
+	}
+	if _, err := f.WriteAt(block, 8192); !errors.Is(err, syscall.EIO) {
+		t.Errorf("write after a failed flush: %v, want EIO", err)
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read after a failed flush: %v, want EIO", err)
+	}
+	if !b.lostWrites() {
+		t.Error("no lost writes reported after a failed flush")
 	}
 }

@@ -529,9 +529,11 @@ func testSingleWriter(t *testing.T, e *env) {
 	if err := overwriteSynced(sa.path("zombie"), randomData(t, 64<<10)); err == nil {
 		t.Error("host-a created a file and fsynced it after it was fenced")
 	}
-	// Below the file system: every write to the FUSE file fails, at once.
-	// (Were librbd to take one into its cache, its write-back would fail
-	// later, unseen, and the next flush succeed.)
+	// Below the file system: a write to the FUSE file fails, at once or
+	// (acknowledged by librbd's write-around cache) at the next flush,
+	// and so does every flush after it. (Were librbd to take one into
+	// its write-back cache, its write-back would fail later, unseen, and
+	// the next flush succeed.)
 	ff, err := os.OpenFile(a.stagedAt("shared").file.path(), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -539,10 +541,16 @@ func testSingleWriter(t *testing.T, e *env) {
 	for i := range 4 {
 		_, err := ff.WriteAt(randomData(t, 4096), int64(i)<<20)
 		if err == nil {
-			t.Errorf("write %d to the fenced host's FUSE file succeeded", i)
-		} else if !errors.Is(err, eBlocklisted) && !errors.Is(err, syscall.EPERM) {
-			t.Errorf("write %d to the fenced host's FUSE file: %v; want ESHUTDOWN (blocklisted) or EPERM", i, err)
+			err = ff.Sync()
 		}
+		if err == nil {
+			t.Errorf("write %d to the fenced host's FUSE file and its flush succeeded", i)
+		} else if !errors.Is(err, eBlocklisted) && !errors.Is(err, syscall.EPERM) && !errors.Is(err, syscall.EIO) {
+			t.Errorf("write %d to the fenced host's FUSE file: %v; want ESHUTDOWN (blocklisted), EPERM or EIO", i, err)
+		}
+	}
+	if err := ff.Sync(); err == nil {
+		t.Error("a flush of the fenced host's FUSE file succeeded")
 	}
 	ff.Close()
 	sb.release(t)

@@ -269,10 +269,14 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 		st.loop = nil
 	}
 	if st.file != nil {
+		lost := st.file.lostWrites()
 		if err := st.file.close(); err != nil {
 			return fmt.Errorf("%w: %w", volume.ErrUnavailable, err)
 		}
 		st.file = nil
+		if lost {
+			p.log.ErrorContext(ctx, "a flush of the volume failed: writes acknowledged before it may be lost (was this host fenced off?)", "volume", id)
+		}
 	}
 	if st.img != nil {
 		var errs []error

@@ -130,23 +130,20 @@ func (m *migBench) stow(vol, target string, extra ...string) sample {
 	return s
 }
 
+// sshCmd is the ssh command line of the baseline tools, to the same sshd
+// as stow migrate.
+func (m *migBench) sshCmd() string {
+	return fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -p %d",
+		m.sshd.Identity, m.sshd.KnownHosts, m.sshd.Port)
+}
+
 // rsync copies the content of A's volume vol to dir on B with
 // rsync -aHAXS --numeric-ids over ssh to the same sshd.
 func (m *migBench) rsync(vol, dir string) sample {
 	m.b.Helper()
-	var s sample
-	m.withMount(vol, func(src string) {
-		sshCmd := fmt.Sprintf("ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -p %d",
-			m.sshd.Identity, m.sshd.KnownHosts, m.sshd.Port)
-		cmd := m.nsA.Command("rsync", "-aHAXS", "--numeric-ids", "-e", sshCmd, src+"/", fmt.Sprintf("root@%s:%s/", m.nsB.IP, dir))
-		w := m.wire()
-		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			m.b.Fatalf("rsync: %v\n%s", err, out)
-		}
-		s = sample{secs: time.Since(start).Seconds(), wire: m.wire() - w}
+	return m.timed(vol, "rsync", func(src string) *exec.Cmd {
+		return m.nsA.Command("rsync", "-aHAXS", "--numeric-ids", "-e", m.sshCmd(), src+"/", fmt.Sprintf("root@%s:%s/", m.nsB.IP, dir))
 	})
-	return s
 }
 
 // tarFlags are GNU tar's for what rsync -aHAXS --numeric-ids keeps.
@@ -158,15 +155,24 @@ const tarFlags = "--numeric-owner --acls --xattrs --xattrs-include='*'"
 // over this link can cost.
 func (m *migBench) tarPipe(vol, dir string) sample {
 	m.b.Helper()
+	return m.timed(vol, "tar over ssh", func(src string) *exec.Cmd {
+		script := fmt.Sprintf("tar -C %s %s -S -cf - . | %s root@%s \"mkdir -p %s && tar -C %s %s -xpf -\"",
+			src, tarFlags, m.sshCmd(), m.nsB.IP, dir, dir, tarFlags)
+		return m.nsA.Command("bash", "-ec", "set -o pipefail; "+script)
+	})
+}
+
+// timed runs the command that cmd makes for the mount point of A's volume
+// vol, and returns its time and the bytes on the wire.
+func (m *migBench) timed(vol, what string, cmd func(src string) *exec.Cmd) sample {
+	m.b.Helper()
 	var s sample
 	m.withMount(vol, func(src string) {
-		script := fmt.Sprintf("tar -C %s %s -S -cf - . | ssh -i %s -o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o BatchMode=yes -p %d root@%s \"mkdir -p %s && tar -C %s %s -xpf -\"",
-			src, tarFlags, m.sshd.Identity, m.sshd.KnownHosts, m.sshd.Port, m.nsB.IP, dir, dir, tarFlags)
-		cmd := m.nsA.Command("bash", "-ec", "set -o pipefail; "+script)
+		c := cmd(src)
 		w := m.wire()
 		start := time.Now()
-		if out, err := cmd.CombinedOutput(); err != nil {
-			m.b.Fatalf("tar over ssh: %v\n%s", err, out)
+		if out, err := c.CombinedOutput(); err != nil {
+			m.b.Fatalf("%s: %v\n%s", what, err, out)
 		}
 		s = sample{secs: time.Since(start).Seconds(), wire: m.wire() - w}
 	})

@@ -151,8 +151,8 @@ const tarFlags = "--numeric-owner --acls --xattrs --xattrs-include='*'"
 
 // tarPipe streams the content of A's volume vol to dir on B, tar to tar
 // over ssh to the same sshd: one stream, with no checksums, no
-// verification and nothing to resume from, the least a file-level copy
-// over this link can cost.
+// verification and nothing to resume from, what a file-level copy over
+// this link costs when it does nothing but copy.
 func (m *migBench) tarPipe(vol, dir string) sample {
 	m.b.Helper()
 	return m.timed(vol, "tar over ssh", func(src string) *exec.Cmd {

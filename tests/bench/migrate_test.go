@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -104,6 +105,7 @@ func (m *migBench) stow(vol, target string, extra ...string) sample {
 	cmd := m.nsA.Command(m.bins.Stow, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	quiesce()
 	w := m.wire()
 	start := time.Now()
 	if err := cmd.Run(); err != nil {
@@ -169,6 +171,7 @@ func (m *migBench) timed(vol, what string, cmd func(src string) *exec.Cmd) sampl
 	var s sample
 	m.withMount(vol, func(src string) {
 		c := cmd(src)
+		quiesce()
 		w := m.wire()
 		start := time.Now()
 		if out, err := c.CombinedOutput(); err != nil {
@@ -178,6 +181,10 @@ func (m *migBench) timed(vol, what string, cmd func(src string) *exec.Cmd) sampl
 	})
 	return s
 }
+
+// quiesce writes out what earlier runs and deletions left to the disks,
+// so that a timed run does not pay for the run before it.
+func quiesce() { syscall.Sync() }
 
 // withMount mounts A's volume vol for the length of f.
 func (m *migBench) withMount(vol string, f func(path string)) {

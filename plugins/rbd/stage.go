@@ -268,20 +268,24 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 		}
 		st.loop = nil
 	}
+	// A flush that failed: writes that librbd acknowledged early may be
+	// lost, which the last flush below is the last chance to learn.
+	var flushErr error
 	if st.file != nil {
-		lost := st.file.lostWrites()
+		if st.file.lostWrites() {
+			flushErr = errors.New("a flush of the FUSE file failed")
+		}
 		if err := st.file.close(); err != nil {
 			return fmt.Errorf("%w: %w", volume.ErrUnavailable, err)
 		}
 		st.file = nil
-		if lost {
-			p.log.ErrorContext(ctx, "a flush of the volume failed: writes acknowledged before it may be lost (was this host fenced off?)", "volume", id)
-		}
 	}
 	if st.img != nil {
 		var errs []error
 		if !st.readOnly {
-			errs = append(errs, st.img.Flush())
+			if err := st.img.Flush(); err != nil && flushErr == nil {
+				flushErr = err
+			}
 		}
 		if err := st.img.Unlock(p.cookie); err != nil && errnoOf(err) != syscall.ENOENT {
 			errs = append(errs, err)
@@ -293,6 +297,9 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 			// at this host's next Stage, or by Unlock.
 			p.log.WarnContext(ctx, "release image", "volume", id, "error", err)
 		}
+	}
+	if flushErr != nil {
+		p.log.ErrorContext(ctx, "writes acknowledged to the volume may be lost: a flush failed (was this host fenced off?)", "volume", id, "error", flushErr)
 	}
 	return nil
 }

@@ -40,9 +40,18 @@ type blockFile struct {
 	node *blockNode
 }
 
-// lostWrites says whether a flush of the file failed: writes the device
-// had acknowledged may be lost.
-func (b *blockFile) lostWrites() bool { return b.node.lost.Load() }
+// flush is the file's fsync, for every flush of its device: the
+// snapshot's and the last one before the device is closed go through it
+// too, so that none of them takes an error that the file would not see.
+func (b *blockFile) flush() error { return b.node.flush() }
+
+// lostWrites returns the error of the flush that failed, nil while none
+// did: writes the device had acknowledged before it may be lost.
+func (b *blockFile) lostWrites() error {
+	b.node.flushMu.Lock()
+	defer b.node.flushMu.Unlock()
+	return b.node.lostErr
+}
 
 // path returns the file's path.
 func (b *blockFile) path() string { return b.dir + "/" + blockFileName }
@@ -139,8 +148,12 @@ type blockNode struct {
 	readOnly bool
 
 	flushMu sync.Mutex
-	lost    atomic.Bool // a flush failed; set with flushMu held
+	lostErr error       // the flush that failed; guarded by flushMu
+	lost    atomic.Bool // lostErr is set, for reads and writes
 }
+
+// errLostWrites is what every flush returns after one failed.
+var errLostWrites = errors.New("an earlier flush failed: writes acknowledged before it may be lost")
 
 var (
 	_ fs.NodeOpener    = (*blockNode)(nil)
@@ -240,19 +253,30 @@ func (n *blockNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off
 // Fsync waits until the cluster has every write acknowledged before it,
 // one flush at a time (see blockNode).
 func (n *blockNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
+	err := n.flush()
+	if errors.Is(err, errLostWrites) {
+		return syscall.EIO
+	}
+	return errno(err)
+}
+
+// flush flushes the device, one flush at a time; after one failed, it
+// fails without flushing (see blockNode).
+func (n *blockNode) flush() error {
 	if n.readOnly {
-		return 0
+		return nil
 	}
 	n.flushMu.Lock()
 	defer n.flushMu.Unlock()
-	if n.lost.Load() {
-		return syscall.EIO
+	if n.lostErr != nil {
+		return errLostWrites
 	}
 	if err := n.dev.Flush(); err != nil {
+		n.lostErr = err
 		n.lost.Store(true)
-		return errno(err)
+		return err
 	}
-	return 0
+	return nil
 }
 
 // Flush flushes on close, as Fsync does.

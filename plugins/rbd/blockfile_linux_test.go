@@ -275,38 +275,56 @@ func TestBlockFileReadOnly(t *testing.T) {
 // TestBlockFileLostWrites: the first flush that fails reports the device's
 // error, and from then on every flush, read and write fails, also once
 // the device flushes again: writes acknowledged before the failed flush
-// may be lost.
+// may be lost. That holds whether the failed flush was the file's fsync
+// or a flush of the device through the file (a snapshot's).
 func TestBlockFileLostWrites(t *testing.T) {
-	dev := &memDevice{data: make([]byte, 1<<20)}
-	b, f := serveMem(t, dev, false)
-	block := randomBytes(t, 4096)
-	if _, err := f.WriteAt(block, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if b.lostWrites() {
-		t.Fatal("lost writes reported after a flush that succeeded")
-	}
-	dev.failFlush.Store(true)
-	if _, err := f.WriteAt(block, 4096); err != nil {
-		t.Fatalf("write before the failed flush: %v", err)
-	}
-	if err := f.Sync(); !errors.Is(err, syscall.ESHUTDOWN) {
-		t.Errorf("first failed flush: %v, want the device's ESHUTDOWN", err)
-	}
-	dev.failFlush.Store(false)
-	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
-		t.Errorf("flush after a failed one: %v, want EIO", err)
-	}
-	if _, err := f.WriteAt(block, 8192); !errors.Is(err, syscall.EIO) {
-		t.Errorf("write after a failed flush: %v, want EIO", err)
-	}
-	if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
-		t.Errorf("read after a failed flush: %v, want EIO", err)
-	}
-	if !b.lostWrites() {
-		t.Error("no lost writes reported after a failed flush")
+	for _, tc := range []struct {
+		name  string
+		flush func(b *blockFile, f *os.File) error
+	}{
+		{"fsync", func(_ *blockFile, f *os.File) error { return f.Sync() }},
+		{"device flush", func(b *blockFile, _ *os.File) error { return b.flush() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dev := &memDevice{data: make([]byte, 1<<20)}
+			b, f := serveMem(t, dev, false)
+			block := randomBytes(t, 4096)
+			if _, err := f.WriteAt(block, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.flush(b, f); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.lostWrites(); err != nil {
+				t.Fatalf("lost writes reported after a flush that succeeded: %v", err)
+			}
+			dev.failFlush.Store(true)
+			if _, err := f.WriteAt(block, 4096); err != nil {
+				t.Fatalf("write before the failed flush: %v", err)
+			}
+			if err := tc.flush(b, f); !errors.Is(err, syscall.ESHUTDOWN) {
+				t.Errorf("first failed flush: %v, want the device's ESHUTDOWN", err)
+			}
+			dev.failFlush.Store(false)
+			flushes := dev.flushes.Load()
+			if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+				t.Errorf("fsync after a failed flush: %v, want EIO", err)
+			}
+			if err := b.flush(); !errors.Is(err, errLostWrites) {
+				t.Errorf("device flush after a failed flush: %v, want errLostWrites", err)
+			}
+			if n := dev.flushes.Load(); n != flushes {
+				t.Errorf("the device was flushed %d times after a failed flush", n-flushes)
+			}
+			if _, err := f.WriteAt(block, 8192); !errors.Is(err, syscall.EIO) {
+				t.Errorf("write after a failed flush: %v, want EIO", err)
+			}
+			if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
+				t.Errorf("read after a failed flush: %v, want EIO", err)
+			}
+			if err := b.lostWrites(); !errors.Is(err, syscall.ESHUTDOWN) {
+				t.Errorf("lost writes: %v, want the failed flush's ESHUTDOWN", err)
+			}
+		})
 	}
 }

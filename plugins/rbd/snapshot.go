@@ -374,7 +374,8 @@ func (p *Provider) takeSnapshot(ctx context.Context, id string, img *librbd.Imag
 		}()
 		// The frozen file system has written everything; the FUSE file
 		// passes writes on unbuffered, so the data is in librbd's cache.
-		if err := st.img.Flush(); err != nil {
+		// It is flushed as the file's fsync is, which keeps a failure.
+		if err := st.file.flush(); err != nil {
 			return wrap(err, "flush image", strconv.Quote(id))
 		}
 	}

@@ -268,12 +268,12 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 		}
 		st.loop = nil
 	}
-	// A flush that failed: writes that librbd acknowledged early may be
-	// lost, which the last flush below is the last chance to learn.
-	var flushErr error
 	if st.file != nil {
-		if st.file.lostWrites() {
-			flushErr = errors.New("a flush of the FUSE file failed")
+		// The last flush, once nothing writes any more: the last chance
+		// to learn that writes librbd acknowledged early are lost.
+		_ = st.file.flush()
+		if err := st.file.lostWrites(); err != nil {
+			p.log.ErrorContext(ctx, "writes acknowledged to the volume may be lost: a flush failed (was this host fenced off?)", "volume", id, "error", err)
 		}
 		if err := st.file.close(); err != nil {
 			return fmt.Errorf("%w: %w", volume.ErrUnavailable, err)
@@ -282,11 +282,6 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 	}
 	if st.img != nil {
 		var errs []error
-		if !st.readOnly {
-			if err := st.img.Flush(); err != nil && flushErr == nil {
-				flushErr = err
-			}
-		}
 		if err := st.img.Unlock(p.cookie); err != nil && errnoOf(err) != syscall.ENOENT {
 			errs = append(errs, err)
 		}
@@ -297,9 +292,6 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 			// at this host's next Stage, or by Unlock.
 			p.log.WarnContext(ctx, "release image", "volume", id, "error", err)
 		}
-	}
-	if flushErr != nil {
-		p.log.ErrorContext(ctx, "writes acknowledged to the volume may be lost: a flush failed (was this host fenced off?)", "volume", id, "error", flushErr)
 	}
 	return nil
 }

@@ -459,8 +459,9 @@ func readlinkAt(dirfd int, name, path string, size int64) (string, error) {
 	}
 }
 
-// noListxattrat is set once the kernel turned out to lack listxattrat
-// (before Linux 6.13): names are then listed by path.
+// noListxattrat is set once listxattrat turned out to be missing: before
+// Linux 6.13 (ENOSYS), or refused by a seccomp filter that predates it,
+// as in containers (EPERM). Names are then listed by path.
 var noListxattrat atomic.Bool
 
 // xattrsAt is Xattrs of name in the directory dirfd, which is path. The
@@ -475,7 +476,7 @@ func xattrsAt(dirfd int, name, path string) (map[string][]byte, error) {
 	for {
 		n, err := listxattrat(dirfd, name, buf)
 		switch {
-		case errors.Is(err, unix.ENOSYS):
+		case errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM):
 			noListxattrat.Store(true)
 			return Xattrs(path)
 		case errors.Is(err, unix.ERANGE):

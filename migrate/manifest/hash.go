@@ -99,7 +99,7 @@ func hashFile(ctx context.Context, path string, size int64, sums bool) (string, 
 	if !sums {
 		// Without block checksums: fewer system calls and no buffer per
 		// file, which a walk of many small files feels.
-		sum, err := hashWhole(path)
+		sum, err := hashWhole(ctx, path)
 		return sum, nil, err
 	}
 	f, err := os.Open(path)

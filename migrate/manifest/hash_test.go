@@ -2,7 +2,9 @@ package manifest
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -101,5 +103,21 @@ func TestSumsBudget(t *testing.T) {
 	}
 	if b.take(SumsMin - 1) {
 		t.Error("budget keeps checksums of a file below SumsMin")
+	}
+}
+
+// TestHashCancelled: a cancelled hash stops, with or without block
+// checksums.
+func TestHashCancelled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, sums := range []bool{false, true} {
+		if _, _, err := hashFile(ctx, path, 1<<20, sums); !errors.Is(err, context.Canceled) {
+			t.Errorf("hash with sums=%v after cancel: %v, want context.Canceled", sums, err)
+		}
 	}
 }

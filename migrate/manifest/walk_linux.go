@@ -380,12 +380,6 @@ func (w *walker) prefetch(m *Manifest) (map[int]hashResult, error) {
 	return sums, nil
 }
 
-// HashFile returns the hex SHA-256 of the file at path.
-func HashFile(ctx context.Context, path string) (string, error) {
-	sum, _, err := hashFile(ctx, path, 0, false)
-	return sum, err
-}
-
 // Stat returns the entry of the file at path, named rel, and the device it
 // lives on. It does not follow a symlink and does not hash.
 func Stat(path, rel string) (Entry, uint64, error) {
@@ -638,7 +632,7 @@ var hashBufs = sync.Pool{New: func() any { return new([64 << 10]byte) }}
 // plain system calls and a pooled buffer: os.Open costs several more calls
 // per file (poller registration, file status flags) and io.Copy a buffer,
 // which a walk of many small files feels.
-func hashWhole(path string) (string, error) {
+func hashWhole(ctx context.Context, path string) (string, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return "", fmt.Errorf("hash file: %w", &os.PathError{Op: "open", Path: path, Err: err})
@@ -648,6 +642,9 @@ func hashWhole(path string) (string, error) {
 	defer hashBufs.Put(buf)
 	h := sha256.New()
 	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
 		n, err := unix.Read(fd, buf[:])
 		if errors.Is(err, unix.EINTR) {
 			continue

@@ -27,9 +27,6 @@ const SettledHash = 100 * time.Millisecond
 // Walk is not supported on this system.
 func Walk(context.Context, string, WalkOptions) (*Manifest, error) { return nil, errNotSupported }
 
-// HashFile is not supported on this system.
-func HashFile(context.Context, string) (string, error) { return "", errNotSupported }
-
 // Stat is not supported on this system.
 func Stat(string, string) (Entry, uint64, error) { return Entry{}, 0, errNotSupported }
 
@@ -39,4 +36,4 @@ func Xattrs(string) (map[string][]byte, error) { return nil, errNotSupported }
 // Extents is not supported on this system.
 func Extents(*os.File, int64) ([][2]int64, error) { return nil, errNotSupported }
 
-func hashWhole(string) (string, error) { return "", errNotSupported }
+func hashWhole(context.Context, string) (string, error) { return "", errNotSupported }

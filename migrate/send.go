@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -271,13 +272,14 @@ func acrossDirs(files []manifest.Entry) []int {
 		dirs[k] = append(dirs[k], i)
 	}
 	out := make([]int, 0, len(files))
-	for len(out) < len(files) {
+	for len(dirs) > 0 {
 		for k, d := range dirs {
-			if len(d) > 0 {
-				out = append(out, d[0])
-				dirs[k] = d[1:]
-			}
+			out = append(out, d[0])
+			dirs[k] = d[1:]
 		}
+		// An emptied directory leaves the rotation: one large directory
+		// among many small ones costs no pass over them all per file.
+		dirs = slices.DeleteFunc(dirs, func(d []int) bool { return len(d) == 0 })
 	}
 	return out
 }

@@ -211,9 +211,10 @@ func (r *run) hashAhead(ctx context.Context, m *manifest.Manifest) *aheadHasher 
 			if stopped {
 				return
 			}
-			// A file that cannot be hashed now is left to HashWhere,
-			// which reports the error if the file needs its hash.
-			if m.HashEntry(hctx, r.srcRoot, e) != nil {
+			// A file that cannot be hashed now (removed since the walk,
+			// say) is left to HashWhere, which reports the error if the
+			// file needs its hash; the next one is hashed all the same.
+			if err := m.HashEntry(hctx, r.srcRoot, e); err != nil && hctx.Err() != nil {
 				return
 			}
 		}

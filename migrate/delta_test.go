@@ -315,3 +315,27 @@ func TestHashAhead(t *testing.T) {
 		t.Errorf("read %d bytes to hash, want each hashed file once (%d)", m.Hashed, want)
 	}
 }
+
+// TestHashAheadPastFailure: a file removed since the walk does not end
+// the hashing ahead; the files after it are hashed.
+func TestHashAheadPastFailure(t *testing.T) {
+	src := t.TempDir()
+	for _, name := range []string{"a.img", "b.img", "c.img"} {
+		writeRandom(t, filepath.Join(src, name), deltaMin+4096)
+	}
+	m, err := manifest.Walk(t.Context(), src, manifest.WalkOptions{Hash: true, Lazy: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(src, "a.img")); err != nil {
+		t.Fatal(err)
+	}
+	a := (&run{srcRoot: src}).hashAhead(t.Context(), m)
+	<-a.done // every file was tried
+	a.stop(func(*manifest.Entry) bool { return true })
+	for _, e := range m.Entries {
+		if e.Type == manifest.Regular && e.Path != "a.img" && e.SHA256 == "" {
+			t.Errorf("%s was not hashed ahead after a.img failed", e.Path)
+		}
+	}
+}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -199,8 +198,10 @@ func (s *server) handle(ctx context.Context, req *Request) (Response, error) {
 		if err := os.RemoveAll(s.temp()); err != nil {
 			return Response{}, fmt.Errorf("clear temporary directory: %w", err)
 		}
-		if err := os.Mkdir(s.temp(), 0o700); err != nil {
-			return Response{}, fmt.Errorf("make temporary directory: %w", err)
+		for _, dir := range append([]string{s.temp()}, s.workerDirs()...) {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				return Response{}, fmt.Errorf("make temporary directory: %w", err)
+			}
 		}
 		return Response{TempPath: s.temp()}, nil
 	case OpRemove:
@@ -322,10 +323,8 @@ func (s *server) commit(c *Commit, dir string) error {
 		s.remember(c, have)
 		return nil
 	}
-	if !c.Inline || int64(len(c.Data)) != e.Size {
-		if err := os.Truncate(tmp, e.Size); err != nil {
-			return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
-		}
+	if err := os.Truncate(tmp, e.Size); err != nil {
+		return fmt.Errorf("commit %s: %w", manifest.Quote(e.Path), err)
 	}
 	if err := setMeta(tmp, e, false); err != nil {
 		return err
@@ -372,17 +371,25 @@ func (s *server) remember(c *Commit, have manifest.Entry) {
 // same directory wait for each other on its lock).
 const commitWorkers = 4
 
+// workerDirs are the directories of the commit workers in the temporary
+// directory, made by OpPrepare.
+func (s *server) workerDirs() []string {
+	dirs := make([]string, commitWorkers)
+	for k := range dirs {
+		dirs[k] = filepath.Join(s.temp(), "c"+strconv.Itoa(k))
+	}
+	return dirs
+}
+
 // commitAll commits cs, several at a time; the error is that of the first
 // commit in cs that failed.
 func (s *server) commitAll(cs []Commit) error {
 	errs := make([]error, len(cs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	dirs := s.workerDirs()
 	for k := range min(commitWorkers, len(cs)) {
-		dir := filepath.Join(s.temp(), "c"+strconv.Itoa(k))
-		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("make temporary directory: %w", err)
-		}
+		dir := dirs[k]
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1

@@ -125,8 +125,11 @@ func (r *run) send(ctx context.Context, files []manifest.Entry, dst, src map[str
 		senders.Wait()
 		close(done)
 	}()
-	// Batches are sent while the agent still commits earlier ones (at
-	// most commitsAhead waiting), so that it never waits for the next.
+	// Batches are sent while the agent still commits earlier ones, so
+	// that it never waits for the next: at most commitsAhead+2 requests
+	// are unanswered (commitsAhead queued here, one whose answer is read,
+	// one sent and waiting for a place in the queue), each holding its
+	// batch's data.
 	pending := make(chan func() error, commitsAhead)
 	g.Go(func() error {
 		for wait := range pending {

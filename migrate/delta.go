@@ -64,7 +64,7 @@ func (r *run) sendDelta(ctx context.Context, e, have *manifest.Entry, c *agent.C
 		err  error
 	}
 	lc := make(chan local, 1)
-	if kept := e.BlockSums(); e.SHA256 != "" && int64(len(kept)) == sumsLen(e.Size, bs) {
+	if kept := e.BlockSums(); e.SHA256 != "" && int64(len(kept)) == manifest.SumsLen(e.Size) {
 		lc <- local{kept, e.SHA256, nil}
 	} else {
 		go func() {
@@ -158,12 +158,6 @@ func fileSums(ctx context.Context, f *os.File, size int64, bs int) ([]byte, stri
 		return sums, "", err // the file shrank
 	}
 	return sums, hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// sumsLen is the length of the block checksums of a file of size bytes in
-// blocks of bs.
-func sumsLen(size int64, bs int) int64 {
-	return (size + int64(bs) - 1) / int64(bs) * manifest.SumSize
 }
 
 // unchanged reports whether the source file of e is still as the walk saw

@@ -92,7 +92,7 @@ func (s *server) cachedSums(path string, st *unix.Stat_t, bs int) []byte {
 		return nil
 	}
 	sums := e.BlockSums()
-	if int64(len(sums)) != (e.Size+int64(bs)-1)/int64(bs)*manifest.SumSize {
+	if int64(len(sums)) != manifest.SumsLen(e.Size) {
 		return nil
 	}
 	return sums

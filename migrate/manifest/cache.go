@@ -57,7 +57,7 @@ func LoadHashes(path string) *Manifest {
 	m := &Manifest{Entries: make([]Entry, len(c))}
 	for i, e := range c {
 		m.Entries[i] = Entry{Path: e.Path, Type: Regular, Size: e.Size, MtimeNS: e.MtimeNS, SHA256: e.SHA256, Ino: e.Ino, CtimeNS: e.CtimeNS}
-		if int64(len(e.Sums)) == (e.Size+int64(BlockSize(e.Size))-1)/int64(BlockSize(e.Size))*SumSize {
+		if int64(len(e.Sums)) == SumsLen(e.Size) {
 			m.Entries[i].sums = e.Sums
 		}
 	}

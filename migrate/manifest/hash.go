@@ -55,6 +55,13 @@ func BlockSize(size int64) int {
 	return int(b)
 }
 
+// SumsLen returns the length of the block checksums of a file of size
+// bytes.
+func SumsLen(size int64) int64 {
+	bs := int64(BlockSize(size))
+	return (size + bs - 1) / bs * SumSize
+}
+
 // AppendBlockSums appends to dst the checksums of b cut in blocks of bs
 // bytes (the last one may be shorter).
 func AppendBlockSums(dst, b []byte, bs int) []byte {
@@ -84,7 +91,7 @@ func (b *sumsBudget) take(size int64) bool {
 	if b == nil || size < SumsMin {
 		return false
 	}
-	n := (size + int64(BlockSize(size)) - 1) / int64(BlockSize(size)) * SumSize
+	n := SumsLen(size)
 	if b.left.Add(-n) < 0 {
 		b.left.Add(n)
 		return false

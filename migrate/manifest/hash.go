@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cespare/xxhash/v2"
@@ -45,6 +46,10 @@ const MaxSums = 64 << 20
 // hashChunk is how much of a file one read takes (a multiple of every block
 // size).
 const hashChunk = 4 << 20
+
+// chunkBufs holds the read buffers of ReadBlockSums: a walk hashes many
+// files of a few MiB.
+var chunkBufs = sync.Pool{New: func() any { return new([hashChunk]byte) }}
 
 // BlockSize returns the block size of a file of size bytes.
 func BlockSize(size int64) int {
@@ -130,7 +135,9 @@ func hashFile(ctx context.Context, path string, size int64, sums bool) (string, 
 // byte. ctx stops it between reads.
 func ReadBlockSums(ctx context.Context, r io.Reader, bs int, h hash.Hash) ([]byte, int64, error) {
 	var sums []byte
-	buf := make([]byte, max(bs, hashChunk))
+	chunk := chunkBufs.Get().(*[hashChunk]byte)
+	defer chunkBufs.Put(chunk)
+	buf := chunk[:]
 	var n int64
 	for {
 		if err := ctx.Err(); err != nil {

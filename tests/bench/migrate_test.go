@@ -34,7 +34,6 @@ import (
 func migrateEnv(b *testing.B) (size int64, files, runs int) {
 	b.Helper()
 	size = 1 << 30
-	files, runs = 100000, 3
 	if s := os.Getenv("MIGRATE_SIZE"); s != "" {
 		n, err := volume.ParseSize(s)
 		if err != nil {
@@ -42,19 +41,22 @@ func migrateEnv(b *testing.B) (size int64, files, runs int) {
 		}
 		size = n
 	}
-	for _, v := range []struct {
-		name string
-		p    *int
-	}{{"MIGRATE_FILES", &files}, {"MIGRATE_RUNS", &runs}} {
-		if s := os.Getenv(v.name); s != "" {
-			n, err := strconv.Atoi(s)
-			if err != nil || n <= 0 {
-				b.Fatalf("%s=%q: want a positive number", v.name, s)
-			}
-			*v.p = n
-		}
+	return size, envCount(b, "MIGRATE_FILES", 100000), envCount(b, "MIGRATE_RUNS", 3)
+}
+
+// envCount returns the positive number in the environment variable name,
+// def when it is unset.
+func envCount(b *testing.B, name string, def int) int {
+	b.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
 	}
-	return size, files, runs
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q: want a positive number", name, s)
+	}
+	return n
 }
 
 // migBench is two hosts made of network namespaces: A runs stow migrate

@@ -45,14 +45,7 @@ var rbdSpeed = regexp.MustCompile(`ops/sec: ([0-9.]+)\s+bytes/sec: ([0-9.]+) ?([
 //	RBD_RUNS  how often each measurement repeats (default 3)
 func BenchmarkRBD(b *testing.B) {
 	testenv.Require(b, "root", "dockerd", "busybox", "fio", "mkfs.ext4", "fusermount")
-	rounds := rbdRuns
-	if s := os.Getenv("RBD_RUNS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			b.Fatalf("RBD_RUNS=%q: want a positive number", s)
-		}
-		rounds = n
-	}
+	rounds := envCount(b, "RBD_RUNS", rbdRuns)
 	c := rbdtest.Start(b, rbdtest.Options{})
 	bins := harness.BuildBinaries(b)
 	p := harness.StartStowRBD(b, harness.BuildStowRBD(b), c, "bench", "--log-level", "info")

@@ -48,6 +48,19 @@ func (e *Engine) Sweep(ctx context.Context) error {
 }
 
 func (e *Engine) sweep(ctx context.Context, c Container) error {
+	// c may have been read just before its monitor recorded the end and
+	// exited. With the monitor gone, what is stored is its last word.
+	now, err := e.store.Get(c.ID())
+	if errors.Is(err, volume.ErrNotFound) {
+		return nil // removed by --rm
+	}
+	if err != nil {
+		return err
+	}
+	if now.State.Status == Exited || owned(now) {
+		return nil
+	}
+	c = now
 	log := e.log.With("container", c.ID())
 	log.Warn("monitor died; marking the container exited")
 	st := c.State

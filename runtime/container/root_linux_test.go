@@ -473,6 +473,35 @@ func TestDetachedFailsToStart(t *testing.T) {
 	}
 }
 
+// TestSweepAfterMonitorRecordedEnd: a container read as running just
+// before its monitor recorded the end and exited keeps the exit code the
+// monitor recorded; the sweep does not take the stale read for a monitor
+// that died.
+func TestSweepAfterMonitorRecordedEnd(t *testing.T) {
+	e, _ := testEngine(t)
+	c := newContainer(t, e, Config{Detach: true}, "true")
+	stale := c
+	stale.State.Status, stale.State.PID = Running, 0
+	// A monitor PID that no longer runs: this test's own child, waited for.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	stale.State.MonitorPID, stale.State.MonitorStart = cmd.Process.Pid, 1
+	ended := c.State
+	ended.Status, ended.ExitCode, ended.FinishedAt = Exited, 137, time.Now().UTC()
+	if err := e.store.SaveState(c.ID(), ended); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sweep(t.Context(), stale); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.store.Get(c.ID())
+	if err != nil || got.State.Status != Exited || got.State.ExitCode != 137 || got.State.Error != "" {
+		t.Errorf("state after the sweep: %+v %v; want the monitor's exit code 137", got.State, err)
+	}
+}
+
 func TestMonitorDied(t *testing.T) {
 	e, vols := testEngine(t)
 	if err := os.Mkdir(filepath.Join(vols.dir, "data"), 0o755); err != nil {

@@ -159,7 +159,7 @@ func (p *providerConfig) checkSidecar(name, root string) error {
 	}
 	// A sidecar's container is named stowage-sidecar-NAME.
 	if !volume.ValidName(name) {
-		return fmt.Errorf("provider %q: a sidecar's name must match [a-zA-Z0-9][a-zA-Z0-9_.-]* (its container is stowage-sidecar-NAME)", name)
+		return fmt.Errorf("provider %q: a sidecar's name must match "+volume.NameRule+" (its container is stowage-sidecar-NAME)", name)
 	}
 	if p.Image == "" {
 		return fmt.Errorf("provider %q: type sidecar needs an image, e.g. image = \"stowage-provider\" (make provider-image)", name)

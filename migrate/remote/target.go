@@ -103,7 +103,7 @@ func ParseTarget(s string) (Target, error) {
 			return bad("parameter volume given %d times", len(vs))
 		}
 		if !volume.ValidName(vs[0]) {
-			return bad("invalid volume name %q: must match [a-zA-Z0-9][a-zA-Z0-9_.-]*", vs[0])
+			return bad("invalid volume name %q: must match "+volume.NameRule, vs[0])
 		}
 		t.Volume = vs[0]
 	}

@@ -94,7 +94,7 @@ const maxIDLen = 255
 // the root.
 func checkID(id string) error {
 	if len(id) > maxIDLen || !volume.ValidName(id) {
-		return fmt.Errorf("%w: volume name %q is not valid (use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most %d characters)",
+		return fmt.Errorf("%w: volume name %q is not valid (use "+volume.NameRule+", at most %d characters)",
 			volume.ErrInvalid, id, maxIDLen)
 	}
 	return nil

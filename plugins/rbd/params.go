@@ -93,7 +93,7 @@ const maxNameLen = 128
 // provider's work images.
 func checkName(what, name string) error {
 	if len(name) > maxNameLen || !volume.ValidName(name) {
-		return fmt.Errorf("%w: %s name %q is not valid (use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most %d characters)",
+		return fmt.Errorf("%w: %s name %q is not valid (use "+volume.NameRule+", at most %d characters)",
 			volume.ErrInvalid, what, name, maxNameLen)
 	}
 	return nil

@@ -329,7 +329,7 @@ func ParseVolume(spec string) (Volume, error) {
 	case strings.HasPrefix(v.Name, "/") || strings.HasPrefix(v.Name, "."):
 		return bad("only named volumes are supported, not host paths")
 	case !volume.ValidName(v.Name):
-		return bad("the volume name must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+		return bad("the volume name must match " + volume.NameRule)
 	case v.Target == "":
 		return bad("the container path is empty")
 	case !path.IsAbs(v.Target):

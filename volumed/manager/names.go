@@ -21,11 +21,11 @@ func ValidateName(name string) error {
 func checkName(what, name string) error {
 	switch {
 	case name == "":
-		return fmt.Errorf("%w: %s name is empty (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, what)
+		return fmt.Errorf("%w: %s name is empty (names match "+volume.NameRule+")", volume.ErrInvalid, what)
 	case len(name) > MaxNameLength:
 		return fmt.Errorf("%w: %s name is %d characters long (at most %d)", volume.ErrInvalid, what, len(name), MaxNameLength)
 	case !volume.ValidName(name):
-		return fmt.Errorf("%w: %s name %q has characters that are not allowed (names match [a-zA-Z0-9][a-zA-Z0-9_.-]*)", volume.ErrInvalid, what, name)
+		return fmt.Errorf("%w: %s name %q has characters that are not allowed (names match "+volume.NameRule+")", volume.ErrInvalid, what, name)
 	}
 	return nil
 }

@@ -19,7 +19,11 @@ import (
 // device is a block device the provider serves as a file: an open RBD
 // image. Its methods are safe for concurrent use.
 type device interface {
-	ReadAt(p []byte, off int64) (int, error)
+	// ReadChunks reads n bytes at off and passes them to use in order, in
+	// one chunk or in several. A chunk's bytes are the device's: they stay
+	// valid only until use returns, so that a reader may send them on
+	// without copying them first.
+	ReadChunks(off int64, n int, use func(p []byte)) error
 	WriteAt(p []byte, off int64) (int, error)
 	Flush() error
 	// Discard frees the range; the device reads zeros there afterwards.
@@ -220,12 +224,60 @@ func (n *blockNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off 
 	if rest := int64(size) - off; int64(len(dest)) > rest {
 		dest = dest[:rest]
 	}
-	got, err := n.dev.ReadAt(dest, off)
-	if err != nil && got < len(dest) {
-		return nil, errno(err)
-	}
-	return fuse.ReadResultData(dest[:got]), 0
+	return n.read(dest, off)
 }
+
+// read reads len(dest) bytes at off. When the device returns them in one
+// chunk, the reply to the kernel is written from the device's own memory,
+// which the device lends until then; otherwise the chunks are copied into
+// dest. The copy a read saves is one of three for each byte on this path
+// (the network, the reply to the kernel, and this one).
+func (n *blockNode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	lent := make(chan []byte)
+	done := make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		copied := 0
+		errc <- n.dev.ReadChunks(off, len(dest), func(p []byte) {
+			if copied == 0 && len(p) == len(dest) {
+				lent <- p
+				<-done // the reply is written
+				return
+			}
+			copied += copy(dest[copied:], p)
+		})
+	}()
+	select {
+	case p := <-lent:
+		// ReadChunks has nothing left to read and no error to return.
+		return &lentRead{data: p, done: done}, 0
+	case err := <-errc:
+		if err != nil {
+			return nil, errno(err)
+		}
+		return fuse.ReadResultData(dest), 0
+	}
+}
+
+// lentRead is the result of a read whose bytes the device lends until the
+// reply is written. go-fuse writes a result that has Slices straight from
+// them, and calls Done after it wrote the reply, or found it could not.
+type lentRead struct {
+	data []byte
+	done chan struct{}
+	once sync.Once
+}
+
+func (r *lentRead) Size() int { return len(r.data) }
+
+// Slices returns the bytes to write.
+func (r *lentRead) Slices() ([][]byte, fuse.Status) { return [][]byte{r.data}, fuse.OK }
+
+// Bytes returns the bytes, which stay valid until Done.
+func (r *lentRead) Bytes([]byte) ([]byte, fuse.Status) { return r.data, fuse.OK }
+
+// Done gives the bytes back to the device.
+func (r *lentRead) Done() { r.once.Do(func() { close(r.done) }) }
 
 // Write writes to the device; writes past the end fail with ENOSPC, as
 // the image cannot grow by writing.

@@ -34,9 +34,11 @@
 // image in-process as a single file of a FUSE mount below its run
 // directory, attaches that file to a loop device with direct I/O, creates
 // the file system if the image has none, and mounts it at the staging
-// path. Unstage undoes each step. The data path lives in the provider's
-// process: a volume staged when it stops keeps failing I/O until it is
-// unstaged and staged again, so Close unstages what it can.
+// path. Reads reach the kernel from the buffers librbd received the data
+// in, without a copy in between. Unstage undoes each step. The data path
+// lives in the provider's process: a volume staged when it stops keeps
+// failing I/O until it is unstaged and staged again, so Close unstages
+// what it can.
 //
 // Other mount namespaces (a container runtime setting up a container, for
 // one) copy every mount of the host, and a copy keeps the file system

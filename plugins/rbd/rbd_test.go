@@ -128,6 +128,79 @@ func TestRBD(t *testing.T) {
 	t.Run("BadInput", func(t *testing.T) { testBadInput(t, e) })
 	t.Run("StaleMountNamespace", func(t *testing.T) { testStaleNamespace(t, e) })
 	t.Run("RestartThroughOtherPath", func(t *testing.T) { testRestartOtherPath(t, e) })
+	t.Run("ReadChunks", func(t *testing.T) { testReadChunks(t, e) })
+}
+
+// testReadChunks checks the reads that go past go-ceph on librbd's handle
+// of an image it opened: the handle is the image's, and ReadChunks returns
+// what go-ceph's ReadAt does, for a read inside an object (one chunk), one
+// across an object's end (two), and one of a part never written (zeros).
+func testReadChunks(t *testing.T, e *env) {
+	p := e.newProvider(t, "chunks")
+	const size, object = 3 << 22, 1 << 22
+	img, err := librbd.Create(p.ioctx, "chunks", size, 22)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Open(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := img.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := librbd.RemoveImage(p.ioctx, "chunks"); err != nil {
+			t.Error(err)
+		}
+	})
+	dev := imageDevice{img}
+	data := randomData(t, 3<<20)
+	if _, err := img.WriteAt(data, object-1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := img.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := handleSize(img); err != nil || got != size {
+		t.Fatalf("size through the handle = %d, %v; want %d: the handle is not this image's", got, err, size)
+	}
+	for _, r := range []struct {
+		name      string
+		off, n    int64
+		chunks    int
+		allZeroes bool
+	}{
+		{"in one object", object + 4096, 1 << 20, 1, false},
+		{"across objects", object - 512<<10, 1 << 20, 2, false},
+		{"never written", 2*object + 1<<20, 1 << 20, 1, true},
+	} {
+		want := make([]byte, r.n)
+		if _, err := img.ReadAt(want, r.off); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		chunks := 0
+		err := dev.ReadChunks(r.off, int(r.n), func(p []byte) {
+			got = append(got, p...)
+			chunks++
+		})
+		if err != nil {
+			t.Errorf("%s: ReadChunks: %v", r.name, err)
+			continue
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: ReadChunks differs from ReadAt (first difference at %d)", r.name, firstDiff(got, want))
+		}
+		if chunks != r.chunks {
+			t.Errorf("%s: %d chunks, want %d", r.name, chunks, r.chunks)
+		}
+		if zero := bytes.Count(got, []byte{0}) == len(got); zero != r.allZeroes {
+			t.Errorf("%s: all zeros = %v, want %v", r.name, zero, r.allZeroes)
+		}
+	}
+	if err := dev.ReadChunks(size-4096, 8192, func([]byte) {}); err == nil {
+		t.Error("ReadChunks past the end succeeded")
+	}
 }
 
 // staged is a volume staged and published by a test.

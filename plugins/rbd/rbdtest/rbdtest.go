@@ -130,6 +130,26 @@ func freePorts(tb testing.TB, n int) []int {
 	return ports
 }
 
+// Pid returns the process ID of the cluster's daemon name ("mon.a",
+// "osd.0"), from the PIDs the script recorded.
+func (c *Cluster) Pid(tb testing.TB, name string) int {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(c.Dir, "pids"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for line := range strings.Lines(string(data)) {
+		pid, n, ok := strings.Cut(strings.TrimSpace(line), " ")
+		if ok && n == name {
+			if p, err := strconv.Atoi(pid); err == nil {
+				return p
+			}
+		}
+	}
+	tb.Fatalf("no daemon %s in %s/pids", name, c.Dir)
+	return 0
+}
+
 // Env returns the environment for Ceph's command line tools.
 func (c *Cluster) Env() []string {
 	return append(os.Environ(), "CEPH_CONF="+c.Conf)

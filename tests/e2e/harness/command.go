@@ -93,3 +93,6 @@ func StartDaemon(t testing.TB, logPath, socket, name string, args ...string) *Da
 
 // Signal sends sig to the daemon.
 func (d *Daemon) Signal(sig os.Signal) error { return d.proc.cmd.Process.Signal(sig) }
+
+// Pid returns the daemon's process ID.
+func (d *Daemon) Pid() int { return d.proc.pid() }

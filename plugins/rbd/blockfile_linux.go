@@ -114,6 +114,9 @@ func (b *blockFile) close() error {
 		return fmt.Errorf("unmount FUSE file at %s: %w", b.dir, err)
 	}
 	b.srv.Wait()
+	// A read answered from the device's memory returns from the device
+	// after its reply went out.
+	b.node.reads.Wait()
 	if err := os.Remove(b.dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -154,6 +157,8 @@ type blockNode struct {
 	flushMu sync.Mutex
 	lostErr error       // the flush that failed; guarded by flushMu
 	lost    atomic.Bool // lostErr is set, for reads and writes
+
+	reads sync.WaitGroup // reads still in the device (see read)
 }
 
 // errLostWrites is what every flush returns after one failed.
@@ -230,13 +235,16 @@ func (n *blockNode) Read(ctx context.Context, f fs.FileHandle, dest []byte, off 
 // read reads len(dest) bytes at off. When the device returns them in one
 // chunk, the reply to the kernel is written from the device's own memory,
 // which the device lends until then; otherwise the chunks are copied into
-// dest. The copy a read saves is one of three for each byte on this path
-// (the network, the reply to the kernel, and this one).
+// dest. The copy a lent read saves is one of three for each byte on this
+// path (the network, this one, the reply to the kernel). The device's call
+// returns only after the reply went out: close waits for it.
 func (n *blockNode) read(dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	lent := make(chan []byte)
 	done := make(chan struct{})
 	errc := make(chan error, 1)
+	n.reads.Add(1)
 	go func() {
+		defer n.reads.Done()
 		copied := 0
 		errc <- n.dev.ReadChunks(off, len(dest), func(p []byte) {
 			if copied == 0 && len(p) == len(dest) {

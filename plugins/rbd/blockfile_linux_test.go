@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -25,6 +26,10 @@ type memDevice struct {
 	// chunk, when set, makes reads come in chunks that end at multiples
 	// of it, as an image's come by object.
 	chunk int
+	// linger is how long a read stays in the device after its last
+	// chunk, as librbd's call does; inReads counts the reads in it.
+	linger  time.Duration
+	inReads atomic.Int64
 
 	sizeCalls atomic.Int64
 	flushes   atomic.Int64
@@ -37,6 +42,8 @@ type memDevice struct {
 // each chunk once use returned, as librbd frees its buffers then: a reader
 // that kept using a chunk afterwards gets the scribbles.
 func (d *memDevice) ReadChunks(off int64, n int, use func(p []byte)) error {
+	d.inReads.Add(1)
+	defer d.inReads.Add(-1)
 	d.mu.RLock()
 	if off < 0 || off+int64(n) > int64(len(d.data)) {
 		d.mu.RUnlock()
@@ -55,6 +62,7 @@ func (d *memDevice) ReadChunks(off int64, n int, use func(p []byte)) error {
 		}
 		buf, off = buf[k:], off+int64(k)
 	}
+	time.Sleep(d.linger)
 	return nil
 }
 
@@ -221,6 +229,38 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestBlockFileCloseWaitsForReads checks that close returns only after
+// every read left the device, which a lent read does after its reply went
+// out: the provider closes the image next.
+func TestBlockFileCloseWaitsForReads(t *testing.T) {
+	testenv.Require(t, "root")
+	dev := &memDevice{data: randomBytes(t, 1<<20), linger: 200 * time.Millisecond}
+	b, err := serveBlockFile(filepath.Join(t.TempDir(), "fuse"), "test", dev, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(b.path(), os.O_RDONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		b.close()
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	_, rerr := f.ReadAt(buf, 0)
+	f.Close()
+	if err := b.close(); err != nil {
+		t.Fatal(err)
+	}
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if !bytes.Equal(buf, dev.data[:len(buf)]) {
+		t.Error("read differs from the device's contents")
+	}
+	if n := dev.inReads.Load(); n != 0 {
+		t.Errorf("close returned with %d reads still in the device", n)
+	}
 }
 
 // TestBlockFileBounds checks the ends of the file: a read across the end

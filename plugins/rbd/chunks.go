@@ -26,42 +26,31 @@ import "C"
 import (
 	"fmt"
 	"io"
+	"reflect"
 	"runtime/cgo"
 	"syscall"
 	"unsafe"
 
-	"github.com/ceph/go-ceph/rados"
 	librbd "github.com/ceph/go-ceph/rbd"
 )
 
-// imageLayout is the layout of go-ceph's rbd.Image (v0.32.0), which keeps
-// librbd's handle of the open image unexported. It is read, never
-// written, to call librbd functions go-ceph does not wrap on the same
-// handle, so that every read and write of a staged image goes through one
-// librbd image context and its cache.
-type imageLayout struct {
-	io.Reader
-	io.Writer
-	io.Seeker
-	io.ReaderAt
-	io.WriterAt
-	name   string
-	offset int64
-	ioctx  *rados.IOContext
-	image  C.rbd_image_t
-}
-
-// The build fails here when rbd.Image changes size, a sign that its layout
-// changed; TestImageHandle checks the handle itself.
-var _ [1]struct{} = [unsafe.Sizeof(librbd.Image{}) - unsafe.Sizeof(imageLayout{}) + 1]struct{}{}
+// handleOffset is where go-ceph's rbd.Image keeps librbd's handle of the
+// open image, in an unexported field; handleFound is false when the
+// go-ceph of this build has no such field (New refuses to start then).
+// The handle serves the librbd calls go-ceph does not wrap, on the image
+// context that every other read and write of the image goes through.
+var handleOffset, handleFound = func() (uintptr, bool) {
+	f, ok := reflect.TypeFor[librbd.Image]().FieldByName("image")
+	return f.Offset, ok && f.Type.Kind() == reflect.UnsafePointer
+}()
 
 // handle returns librbd's handle of img.
 func handle(img *librbd.Image) C.rbd_image_t {
-	return (*imageLayout)(unsafe.Pointer(img)).image
+	return *(*C.rbd_image_t)(unsafe.Add(unsafe.Pointer(img), handleOffset))
 }
 
-// handleSize returns the size librbd reports through the handle, for the
-// test of handle.
+// handleSize returns the size librbd reports through the handle, for
+// TestRBD/ReadChunks.
 func handleSize(img *librbd.Image) (uint64, error) {
 	var size C.uint64_t
 	if r := C.image_size(handle(img), &size); r < 0 {
@@ -78,9 +67,10 @@ type chunkReader struct {
 }
 
 // ReadChunks reads n bytes at off with rbd_read_iterate2, which hands over
-// the bytes librbd received instead of copying them into a buffer of the
-// caller's, one chunk per stripe period (an object, 4MiB by default) the
-// range touches.
+// librbd's buffer of the bytes instead of copying them into one of the
+// caller's: one chunk per stripe period (an object, 4MiB by default) that
+// the range touches, made contiguous by librbd where the data came in
+// pieces.
 func (d imageDevice) ReadChunks(off int64, n int, use func(p []byte)) error {
 	cr := &chunkReader{use: use}
 	h := cgo.NewHandle(cr)

@@ -34,8 +34,9 @@
 // image in-process as a single file of a FUSE mount below its run
 // directory, attaches that file to a loop device with direct I/O, creates
 // the file system if the image has none, and mounts it at the staging
-// path. Reads reach the kernel from the buffers librbd received the data
-// in, without a copy in between. Unstage undoes each step. The data path
+// path. A read that lies in one RBD object reaches the kernel from
+// librbd's buffer of it, without a copy in between. Unstage undoes each
+// step. The data path
 // lives in the provider's process: a volume staged when it stops keeps
 // failing I/O until it is unstaged and staged again, so Close unstages
 // what it can.

@@ -90,6 +90,9 @@ var (
 // namespace and ErrUnavailable when the cluster cannot be reached or
 // refuses the user. Close releases it.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*Provider, error) {
+	if !handleFound {
+		return nil, errors.New("this build's go-ceph keeps no librbd handle in rbd.Image (field \"image\"); build with the go-ceph version in go.mod")
+	}
 	cfg, err := cfg.resolve()
 	if err != nil {
 		return nil, err

@@ -105,6 +105,14 @@ func testContext(t *testing.T) context.Context {
 	return ctx
 }
 
+// TestHandleField checks that go-ceph's rbd.Image has the field that
+// holds librbd's handle, without which New refuses to start.
+func TestHandleField(t *testing.T) {
+	if !handleFound {
+		t.Fatal(`rbd.Image has no unsafe.Pointer field "image"`)
+	}
+}
+
 // TestRBD runs every test of the provider against one real cluster.
 func TestRBD(t *testing.T) {
 	e := &env{c: rbdtest.Start(t, rbdtest.Options{})}

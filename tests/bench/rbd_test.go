@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,10 +116,11 @@ func BenchmarkRBD(b *testing.B) {
 	}
 	// rbd runs rbd bench and returns its output and the CPU time of its
 	// process.
-	rbd := func(ioType, pattern, size string, total int64) (string, float64) {
+	rbd := func(ioType, pattern string, size, total int64) (string, float64) {
 		b.Helper()
 		cmd := exec.Command("rbd", "bench", "--pool", c.Pool, "--io-type", ioType, "--io-pattern", pattern,
-			"--io-size", size, "--io-total", strconv.FormatInt(total, 10), "--io-threads", strconv.Itoa(rbdThreads), "bench")
+			"--io-size", strconv.FormatInt(size, 10), "--io-total", strconv.FormatInt(total, 10),
+			"--io-threads", strconv.Itoa(rbdThreads), "bench")
 		cmd.Env = c.Env()
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -126,14 +128,17 @@ func BenchmarkRBD(b *testing.B) {
 		}
 		return string(out), (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
 	}
-	bench := func(ioType, pattern, size string, total int64) run {
+	bench := func(ioType, pattern string, size, total int64) run {
 		b.Helper()
 		// What a run of one request takes is rbd's start-up (connecting,
 		// opening the image), not moving data.
-		_, startup := rbd(ioType, pattern, size, 4<<20)
+		_, startup := rbd(ioType, pattern, size, size)
 		server := cpuSeconds(b, osd)
 		out, client := rbd(ioType, pattern, size, total)
-		r := run{client: max(client-startup, 0), osd: cpuSeconds(b, osd) - server}
+		if client < startup {
+			b.Fatalf("rbd bench %s %s took %.3fs of CPU, less than a run of one request (%.3fs)", ioType, pattern, client, startup)
+		}
+		r := run{client: client - startup, osd: cpuSeconds(b, osd) - server}
 		m := rbdSpeed.FindAllStringSubmatch(out, -1)
 		if m == nil {
 			b.Fatalf("rbd bench printed no summary:\n%s", out)
@@ -156,17 +161,17 @@ func BenchmarkRBD(b *testing.B) {
 	// The file and the image are written in full once, so that reads and
 	// rewrites find allocated objects on both sides.
 	fio("fill", "write", "4M", rbdSize)
-	bench("write", "seq", "4M", rbdSize)
+	bench("write", "seq", 4<<20, rbdSize)
 
 	type pair struct{ vol, rbd []run }
 	var seqW, seqR, randW pair
 	for range rounds {
 		seqW.vol = append(seqW.vol, fio("seqwrite", "write", "4M", rbdMoved))
-		seqW.rbd = append(seqW.rbd, bench("write", "seq", "4M", rbdMoved))
+		seqW.rbd = append(seqW.rbd, bench("write", "seq", 4<<20, rbdMoved))
 		seqR.vol = append(seqR.vol, fio("seqread", "read", "4M", rbdMoved))
-		seqR.rbd = append(seqR.rbd, bench("read", "seq", "4M", rbdMoved))
+		seqR.rbd = append(seqR.rbd, bench("read", "seq", 4<<20, rbdMoved))
 		randW.vol = append(randW.vol, fio("randwrite", "randwrite", "4k", rbdRandTotal))
-		randW.rbd = append(randW.rbd, bench("write", "rand", "4K", rbdRandTotal))
+		randW.rbd = append(randW.rbd, bench("write", "rand", 4<<10, rbdRandTotal))
 	}
 	d.Must("rm", "-f", holder)
 
@@ -209,9 +214,9 @@ func BenchmarkRBD(b *testing.B) {
 		unit   func(float64) string
 		amount float64 // GiB moved, or thousands of writes
 	}{
-		{"sequential write, 4MiB", seqW, func(r run) float64 { return r.bw }, mib, rbdMoved / (1 << 30)},
-		{"sequential read, 4MiB", seqR, func(r run) float64 { return r.bw }, mib, rbdMoved / (1 << 30)},
-		{"random write, 4KiB (IOPS)", randW, func(r run) float64 { return r.iops }, num, rbdRandTotal / 4096 / 1000.0},
+		{"sequential write, 4MiB", seqW, func(r run) float64 { return r.bw }, mib, float64(rbdMoved) / (1 << 30)},
+		{"sequential read, 4MiB", seqR, func(r run) float64 { return r.bw }, mib, float64(rbdMoved) / (1 << 30)},
+		{"random write, 4KiB (IOPS)", randW, func(r run) float64 { return r.iops }, num, float64(rbdRandTotal) / 4096 / 1000},
 	}
 	of := func(rs []run, f func(run) float64) []float64 {
 		xs := make([]float64, len(rs))
@@ -231,11 +236,11 @@ func BenchmarkRBD(b *testing.B) {
 	}
 	sb.WriteString("\nCPU time per GiB moved (sequential) or per 1000 writes (random), medians: the provider's process serving the container (fio's own is not counted) " +
 		"against rbd bench's process (less that of a run of one request, its start-up), and the OSD's during each. " +
-		"The machine's two cores run all of them.\n\n" +
+		fmt.Sprintf("The machine's %d cores run all of them.\n\n", runtime.NumCPU()) +
 		"| workload | stow-rbd | rbd bench | OSD, container runs | OSD, rbd bench runs |\n|---|---|---|---|---|\n")
 	for _, row := range rows {
 		per := func(rs []run, f func(run) float64) string {
-			return fmt.Sprintf("%.2f s", median(of(rs, f))/row.amount)
+			return fmt.Sprintf("%.3f s", median(of(rs, f))/row.amount)
 		}
 		client, server := func(r run) float64 { return r.client }, func(r run) float64 { return r.osd }
 		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", strings.TrimSuffix(row.name, " (IOPS)"),

@@ -7,19 +7,8 @@ package rbd
 #include <stdint.h>
 #include <rbd/librbd.h>
 
-extern int stowageRBDChunk(uint64_t off, size_t len, char *buf, uintptr_t h);
-
-static int chunk_cb(uint64_t off, size_t len, const char *buf, void *arg) {
-	return stowageRBDChunk(off, len, (char *)buf, (uintptr_t)arg);
-}
-
-static int read_chunks(rbd_image_t image, uint64_t off, uint64_t len, uintptr_t h) {
-	return rbd_read_iterate2(image, off, len, chunk_cb, (void *)h);
-}
-
-static int image_size(rbd_image_t image, uint64_t *size) {
-	return rbd_get_size(image, size);
-}
+// chunks.c; a file with //export may only declare C functions.
+int stowage_read_chunks(rbd_image_t image, uint64_t off, uint64_t len, uintptr_t h);
 */
 import "C"
 
@@ -53,7 +42,7 @@ func handle(img *librbd.Image) C.rbd_image_t {
 // TestRBD/ReadChunks.
 func handleSize(img *librbd.Image) (uint64, error) {
 	var size C.uint64_t
-	if r := C.image_size(handle(img), &size); r < 0 {
+	if r := C.rbd_get_size(handle(img), &size); r < 0 {
 		return 0, syscall.Errno(-r)
 	}
 	return uint64(size), nil
@@ -75,7 +64,7 @@ func (d imageDevice) ReadChunks(off int64, n int, use func(p []byte)) error {
 	cr := &chunkReader{use: use}
 	h := cgo.NewHandle(cr)
 	defer h.Delete()
-	if r := C.read_chunks(handle(d.Image), C.uint64_t(off), C.uint64_t(n), C.uintptr_t(h)); r < 0 {
+	if r := C.stowage_read_chunks(handle(d.Image), C.uint64_t(off), C.uint64_t(n), C.uintptr_t(h)); r < 0 {
 		return fmt.Errorf("read %d bytes at %d: %w", n, off, syscall.Errno(-r))
 	}
 	if cr.read != n {

@@ -36,10 +36,9 @@
 // the file system if the image has none, and mounts it at the staging
 // path. A read that lies in one RBD object reaches the kernel from
 // librbd's buffer of it, without a copy in between. Unstage undoes each
-// step. The data path
-// lives in the provider's process: a volume staged when it stops keeps
-// failing I/O until it is unstaged and staged again, so Close unstages
-// what it can.
+// step. The data path lives in the provider's process: a volume staged
+// when it stops keeps failing I/O until it is unstaged and staged again,
+// so Close unstages what it can.
 //
 // Other mount namespaces (a container runtime setting up a container, for
 // one) copy every mount of the host, and a copy keeps the file system

@@ -93,11 +93,12 @@ func (w *walker) abs(rel string) string {
 
 func (w *walker) walk(rel string) error {
 	e, dev, err := Stat(w.abs(rel), rel)
-	return w.visit(rel, stated{e, dev, err})
+	return w.visit(stated{rel, e, dev, err})
 }
 
-// stated is the result of Stat.
+// stated is the result of Stat of rel.
 type stated struct {
+	rel string
 	e   Entry
 	dev uint64
 	err error
@@ -126,7 +127,7 @@ func (w *walker) statNames(dirfd int, rel string, names []string) []stated {
 	one := func(i int) {
 		c := child(i)
 		e, dev, err := statAt(dirfd, names[i], w.abs(c), c)
-		out[i] = stated{e, dev, err}
+		out[i] = stated{c, e, dev, err}
 	}
 	if len(names) < statFanout {
 		for i := range names {
@@ -141,13 +142,13 @@ func (w *walker) statNames(dirfd int, rel string, names []string) []stated {
 	return out
 }
 
-// visit adds the entry rel, stated as st, and walks it if it is a
+// visit adds the entry st.rel, stated as st, and walks it if it is a
 // directory.
-func (w *walker) visit(rel string, st stated) error {
+func (w *walker) visit(st stated) error {
 	if err := w.ctx.Err(); err != nil {
 		return err
 	}
-	e, dev, err := st.e, st.dev, st.err
+	rel, e, dev, err := st.rel, st.e, st.dev, st.err
 	if rel != "." && errors.Is(err, fs.ErrNotExist) {
 		// Removed since its directory was read (the tree is in use): the
 		// next walk sees it gone.
@@ -187,12 +188,8 @@ func (w *walker) visit(rel string, st stated) error {
 	if err != nil {
 		return err
 	}
-	for i, name := range names {
-		child := name
-		if rel != "." {
-			child = rel + "/" + name
-		}
-		if err := w.visit(child, stats[i]); err != nil {
+	for _, st := range stats {
+		if err := w.visit(st); err != nil {
 			return err
 		}
 	}

@@ -49,8 +49,8 @@ type blockFile struct {
 // too, so that none of them takes an error that the file would not see.
 func (b *blockFile) flush() error { return b.node.flush() }
 
-// lostWrites returns the error of the flush that failed, nil while none
-// did: writes the device had acknowledged before it may be lost.
+// lostWrites returns the error of the write or flush that failed, nil
+// while none did: what was written may be lost.
 func (b *blockFile) lostWrites() error {
 	b.node.flushMu.Lock()
 	defer b.node.flushMu.Unlock()
@@ -142,27 +142,28 @@ func (r *blockRoot) OnAdd(ctx context.Context) {
 
 // blockNode is the file: every read and write goes to the device.
 //
-// The device may acknowledge a write before the cluster has it (librbd's
-// write-around cache), as a disk with a volatile write cache does: a flush
-// waits for every write before it and fails if one of them failed. So
-// that such a failure reaches the flush that waited for the write, and no
-// later flush reports success first, one flush runs at a time; and once a
-// flush failed, writes that were acknowledged may be gone, so every later
-// read, write and flush fails too.
+// A write the device failed, or a flush, leaves its contents in doubt: a
+// flush waits for every write before it and fails if one of them failed
+// (a device may acknowledge a write before it is safe, as a disk with a
+// volatile write cache does), and a write may have reached part of its
+// range. So once one of them failed, every later read, write and flush
+// fails too, until the file is served anew. So that a flush's failure
+// reaches the flush that waited for the write, and no later flush reports
+// success first, one flush runs at a time.
 type blockNode struct {
 	fs.Inode
 	dev      device
 	readOnly bool
 
 	flushMu sync.Mutex
-	lostErr error       // the flush that failed; guarded by flushMu
+	lostErr error       // the write or flush that failed; guarded by flushMu
 	lost    atomic.Bool // lostErr is set, for reads and writes
 
 	reads sync.WaitGroup // reads still in the device (see read)
 }
 
-// errLostWrites is what every flush returns after one failed.
-var errLostWrites = errors.New("an earlier flush failed: writes acknowledged before it may be lost")
+// errLostWrites is what every flush returns after a write or flush failed.
+var errLostWrites = errors.New("an earlier write or flush failed: the device's contents are in doubt")
 
 var (
 	_ fs.NodeOpener    = (*blockNode)(nil)
@@ -305,13 +306,14 @@ func (n *blockNode) Write(ctx context.Context, f fs.FileHandle, data []byte, off
 	}
 	w, err := n.dev.WriteAt(data, off)
 	if err != nil {
+		n.fail(err)
 		return uint32(w), errno(err)
 	}
 	return uint32(w), 0
 }
 
-// Fsync waits until the cluster has every write acknowledged before it,
-// one flush at a time (see blockNode).
+// Fsync waits until the device has every write acknowledged before it, one
+// flush at a time (see blockNode).
 func (n *blockNode) Fsync(ctx context.Context, f fs.FileHandle, flags uint32) syscall.Errno {
 	err := n.flush()
 	if errors.Is(err, errLostWrites) {
@@ -339,6 +341,17 @@ func (n *blockNode) flush() error {
 	return nil
 }
 
+// fail records that a write or discard of the device failed (see
+// blockNode).
+func (n *blockNode) fail(err error) {
+	n.flushMu.Lock()
+	defer n.flushMu.Unlock()
+	if n.lostErr == nil {
+		n.lostErr = err
+		n.lost.Store(true)
+	}
+}
+
 // Flush flushes on close, as Fsync does.
 func (n *blockNode) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
 	return n.Fsync(ctx, f, 0)
@@ -358,6 +371,7 @@ func (n *blockNode) Allocate(ctx context.Context, f fs.FileHandle, off, size uin
 		return syscall.EIO
 	}
 	if _, err := n.dev.Discard(off, size); err != nil {
+		n.fail(err)
 		return errno(err)
 	}
 	return 0

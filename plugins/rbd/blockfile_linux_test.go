@@ -33,6 +33,9 @@ type memDevice struct {
 
 	sizeCalls atomic.Int64
 	flushes   atomic.Int64
+	// failWrite makes writes fail as librbd's do after this host was
+	// fenced.
+	failWrite atomic.Bool
 	// failFlush makes flushes fail as librbd's do after this host was
 	// blocklisted.
 	failFlush atomic.Bool
@@ -67,6 +70,9 @@ func (d *memDevice) ReadChunks(off int64, n int, use func(p []byte)) error {
 }
 
 func (d *memDevice) WriteAt(p []byte, off int64) (int, error) {
+	if d.failWrite.Load() {
+		return 0, syscall.ESHUTDOWN
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if off+int64(len(p)) > int64(len(d.data)) {
@@ -399,5 +405,38 @@ func TestBlockFileLostWrites(t *testing.T) {
 				t.Errorf("lost writes: %v, want the failed flush's ESHUTDOWN", err)
 			}
 		})
+	}
+}
+
+// TestBlockFileFailedWrite checks that a write the device failed makes
+// every later read, write and flush fail, as a failed flush does: what
+// was written is in doubt.
+func TestBlockFileFailedWrite(t *testing.T) {
+	dev := &memDevice{data: make([]byte, 1<<20)}
+	b, f := serveMem(t, dev, false)
+	block := randomBytes(t, 4096)
+	if _, err := f.WriteAt(block, 0); err != nil {
+		t.Fatal(err)
+	}
+	dev.failWrite.Store(true)
+	if _, err := f.WriteAt(block, 4096); !errors.Is(err, syscall.ESHUTDOWN) {
+		t.Errorf("failed write: %v, want the device's ESHUTDOWN", err)
+	}
+	dev.failWrite.Store(false)
+	flushes := dev.flushes.Load()
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("fsync after a failed write: %v, want EIO", err)
+	}
+	if n := dev.flushes.Load(); n != flushes {
+		t.Errorf("the device was flushed %d times after a failed write", n-flushes)
+	}
+	if _, err := f.WriteAt(block, 8192); !errors.Is(err, syscall.EIO) {
+		t.Errorf("write after a failed write: %v, want EIO", err)
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read after a failed write: %v, want EIO", err)
+	}
+	if err := b.lostWrites(); !errors.Is(err, syscall.ESHUTDOWN) {
+		t.Errorf("lost writes: %v, want the failed write's ESHUTDOWN", err)
 	}
 }

@@ -123,16 +123,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Provider, error) {
 		// Images that librbd creates on its own, as copies, get the
 		// provider's features too.
 		{"rbd_default_features", strconv.FormatUint(imageFeatures, 10)},
-		// librbd's write-around cache (its default) acknowledges a write
-		// while it is on its way to the cluster, up to rbd_cache_max_dirty
-		// bytes, and hands the error of one that failed to the next flush:
-		// a disk's volatile write cache, which the file system flushes on
-		// fsync (the FUSE file makes failed flushes stick, see
-		// blockNode). Never the write-back cache: a write that it took,
-		// and failed to write back (as after this host was fenced), is
-		// forgotten, and a later flush succeeds, so fsync would report
-		// data safe that is lost.
-		{"rbd_cache_policy", "writearound"},
+		// No cache in librbd: a write is acknowledged once the cluster has
+		// it, or fails. librbd's write-around cache (its default)
+		// acknowledges a write while it is on its way and hands its error
+		// to the next flush only while it is still under way: the error
+		// of one that failed before (as every write does at once after
+		// this host was fenced) is dropped, and the flush succeeds, so
+		// fsync would report lost data safe. The write-back and
+		// write-through caches forget a failed write-back likewise.
+		{"rbd_cache", "false"},
 	}
 	if cfg.Keyring != "" {
 		opts = append(opts, [2]string{"keyring", cfg.Keyring})

@@ -610,11 +610,10 @@ func testSingleWriter(t *testing.T, e *env) {
 	if err := overwriteSynced(sa.path("zombie"), randomData(t, 64<<10)); err == nil {
 		t.Error("host-a created a file and fsynced it after it was fenced")
 	}
-	// Below the file system: a write to the FUSE file fails, at once or
-	// (acknowledged by librbd's write-around cache) at the next flush,
-	// and so does every flush after it. (Were librbd to take one into
-	// its write-back cache, its write-back would fail later, unseen, and
-	// the next flush succeed.)
+	// Below the file system: a write to the FUSE file fails, and so does
+	// every flush after it. (Were librbd to acknowledge it early, in one
+	// of its caches, it would fail later, unseen, and the next flush
+	// succeed.)
 	ff, err := os.OpenFile(a.stagedAt("shared").file.path(), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

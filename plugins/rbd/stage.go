@@ -269,11 +269,10 @@ func (p *Provider) teardown(ctx context.Context, id string, st *staging) error {
 		st.loop = nil
 	}
 	if st.file != nil {
-		// The last flush, once nothing writes any more: the last chance
-		// to learn that writes librbd acknowledged early are lost.
+		// The last flush, once nothing writes any more.
 		_ = st.file.flush()
 		if err := st.file.lostWrites(); err != nil {
-			p.log.ErrorContext(ctx, "writes acknowledged to the volume may be lost: a flush failed (was this host fenced off?)", "volume", id, "error", err)
+			p.log.ErrorContext(ctx, "writes to the volume may be lost: a write or flush failed (was this host fenced off?)", "volume", id, "error", err)
 		}
 		if err := st.file.close(); err != nil {
 			return fmt.Errorf("%w: %w", volume.ErrUnavailable, err)

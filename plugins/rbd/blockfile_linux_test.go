@@ -385,26 +385,34 @@ func TestBlockFileLostWrites(t *testing.T) {
 				t.Errorf("first failed flush: %v, want the device's ESHUTDOWN", err)
 			}
 			dev.failFlush.Store(false)
-			flushes := dev.flushes.Load()
-			if err := f.Sync(); !errors.Is(err, syscall.EIO) {
-				t.Errorf("fsync after a failed flush: %v, want EIO", err)
-			}
-			if err := b.flush(); !errors.Is(err, errLostWrites) {
-				t.Errorf("device flush after a failed flush: %v, want errLostWrites", err)
-			}
-			if n := dev.flushes.Load(); n != flushes {
-				t.Errorf("the device was flushed %d times after a failed flush", n-flushes)
-			}
-			if _, err := f.WriteAt(block, 8192); !errors.Is(err, syscall.EIO) {
-				t.Errorf("write after a failed flush: %v, want EIO", err)
-			}
-			if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
-				t.Errorf("read after a failed flush: %v, want EIO", err)
-			}
-			if err := b.lostWrites(); !errors.Is(err, syscall.ESHUTDOWN) {
-				t.Errorf("lost writes: %v, want the failed flush's ESHUTDOWN", err)
-			}
+			checkFailed(t, b, f, dev, "a failed flush")
 		})
+	}
+}
+
+// checkFailed checks that after what failed (the device's ESHUTDOWN), every
+// fsync, device flush, write and read of the file fails, without the
+// device being flushed again.
+func checkFailed(t *testing.T, b *blockFile, f *os.File, dev *memDevice, what string) {
+	t.Helper()
+	flushes := dev.flushes.Load()
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("fsync after %s: %v, want EIO", what, err)
+	}
+	if err := b.flush(); !errors.Is(err, errLostWrites) {
+		t.Errorf("device flush after %s: %v, want errLostWrites", what, err)
+	}
+	if n := dev.flushes.Load(); n != flushes {
+		t.Errorf("the device was flushed %d times after %s", n-flushes, what)
+	}
+	if _, err := f.WriteAt(make([]byte, 4096), 8192); !errors.Is(err, syscall.EIO) {
+		t.Errorf("write after %s: %v, want EIO", what, err)
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read after %s: %v, want EIO", what, err)
+	}
+	if err := b.lostWrites(); !errors.Is(err, syscall.ESHUTDOWN) {
+		t.Errorf("lost writes after %s: %v, want the device's ESHUTDOWN", what, err)
 	}
 }
 
@@ -423,20 +431,5 @@ func TestBlockFileFailedWrite(t *testing.T) {
 		t.Errorf("failed write: %v, want the device's ESHUTDOWN", err)
 	}
 	dev.failWrite.Store(false)
-	flushes := dev.flushes.Load()
-	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
-		t.Errorf("fsync after a failed write: %v, want EIO", err)
-	}
-	if n := dev.flushes.Load(); n != flushes {
-		t.Errorf("the device was flushed %d times after a failed write", n-flushes)
-	}
-	if _, err := f.WriteAt(block, 8192); !errors.Is(err, syscall.EIO) {
-		t.Errorf("write after a failed write: %v, want EIO", err)
-	}
-	if _, err := f.ReadAt(make([]byte, 4096), 0); !errors.Is(err, syscall.EIO) {
-		t.Errorf("read after a failed write: %v, want EIO", err)
-	}
-	if err := b.lostWrites(); !errors.Is(err, syscall.ESHUTDOWN) {
-		t.Errorf("lost writes: %v, want the failed write's ESHUTDOWN", err)
-	}
+	checkFailed(t, b, f, dev, "a failed write")
 }

@@ -129,8 +129,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Provider, error) {
 		// to the next flush only while it is still under way: the error
 		// of one that failed before (as every write does at once after
 		// this host was fenced) is dropped, and the flush succeeds, so
-		// fsync would report lost data safe. The write-back and
-		// write-through caches forget a failed write-back likewise.
+		// fsync would report lost data safe. Write-through would be as
+		// safe; without a cache, reads are not kept a second time below
+		// the file system's page cache.
 		{"rbd_cache", "false"},
 	}
 	if cfg.Keyring != "" {

@@ -372,9 +372,10 @@ func (p *Provider) takeSnapshot(ctx context.Context, id string, img *librbd.Imag
 				p.log.ErrorContext(ctx, "thaw file system", "volume", id, "error", err)
 			}
 		}()
-		// The frozen file system has written everything; the FUSE file
-		// passes writes on unbuffered, so the data is in librbd's cache.
-		// It is flushed as the file's fsync is, which keeps a failure.
+		// The frozen file system has written everything, and the FUSE
+		// file passes writes on to librbd unbuffered. The file's flush
+		// fails when a write or flush before it did: no snapshot is taken
+		// of a volume whose writes may be lost.
 		if err := st.file.flush(); err != nil {
 			return wrap(err, "flush image", strconv.Quote(id))
 		}

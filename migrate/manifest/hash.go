@@ -104,16 +104,27 @@ func (b *sumsBudget) take(size int64) bool {
 	return true
 }
 
-// hashFile returns the hex SHA-256 of the file at path and, when sums is
-// set and the file has size bytes, the checksums of its blocks, all from
-// one read. ctx stops it between reads.
-func hashFile(ctx context.Context, path string, size int64, sums bool) (string, []byte, error) {
-	if !sums {
+// give returns the checksums of a file of size bytes that take reserved
+// and that were not kept.
+func (b *sumsBudget) give(size int64) { b.left.Add(SumsLen(size)) }
+
+// hashFile returns the hex SHA-256 of the file at path and, when budget
+// has room for them and the file has size bytes, the checksums of its
+// blocks, all from one read; checksums not kept go back to budget (nil:
+// none are kept). ctx stops it between reads.
+func hashFile(ctx context.Context, path string, size int64, budget *sumsBudget) (_ string, _ []byte, err error) {
+	if !budget.take(size) {
 		// Without block checksums: fewer system calls and no buffer per
 		// file, which a walk of many small files feels.
 		sum, err := hashWhole(ctx, path)
 		return sum, nil, err
 	}
+	var out []byte
+	defer func() {
+		if out == nil {
+			budget.give(size)
+		}
+	}()
 	f, err := os.Open(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("hash file: %w", err)
@@ -122,6 +133,7 @@ func hashFile(ctx context.Context, path string, size int64, sums bool) (string, 
 	h := sha256.New()
 	out, n, err := ReadBlockSums(ctx, f, BlockSize(size), h)
 	if err != nil {
+		out = nil
 		return "", nil, fmt.Errorf("hash %s: %w", Quote(path), err)
 	}
 	if n != size {
@@ -171,7 +183,7 @@ func (m *Manifest) sumsBudget() *sumsBudget {
 // within m's budget. ctx abandons it between reads. The other paths of
 // e's inode get the hash from HashWhere.
 func (m *Manifest) HashEntry(ctx context.Context, root string, e *Entry) error {
-	sum, sums, err := hashFile(ctx, root+"/"+e.Path, e.Size, m.sumsBudget().take(e.Size))
+	sum, sums, err := hashFile(ctx, root+"/"+e.Path, e.Size, m.sumsBudget())
 	if err != nil {
 		return err
 	}

@@ -107,7 +107,7 @@ func TestSumsBudget(t *testing.T) {
 }
 
 // TestHashCancelled: a cancelled hash stops, with or without block
-// checksums.
+// checksums, and gives back the checksums it reserved.
 func TestHashCancelled(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
@@ -115,9 +115,41 @@ func TestHashCancelled(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	for _, sums := range []bool{false, true} {
-		if _, _, err := hashFile(ctx, path, 1<<20, sums); !errors.Is(err, context.Canceled) {
-			t.Errorf("hash with sums=%v after cancel: %v, want context.Canceled", sums, err)
+	for _, budget := range []*sumsBudget{nil, newSumsBudget()} {
+		if _, _, err := hashFile(ctx, path, 1<<20, budget); !errors.Is(err, context.Canceled) {
+			t.Errorf("hash with budget %v after cancel: %v, want context.Canceled", budget != nil, err)
 		}
+		if budget != nil && budget.left.Load() != MaxSums {
+			t.Errorf("a cancelled hash kept %d bytes of the budget", MaxSums-budget.left.Load())
+		}
+	}
+}
+
+// TestHashBudget: a hash keeps the checksums it reserved only when the
+// file has the size it was hashed for; otherwise they go back.
+func TestHashBudget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	budget := newSumsBudget()
+	if _, sums, err := hashFile(t.Context(), path, 1<<20, budget); err != nil || len(sums) != int(SumsLen(1<<20)) {
+		t.Fatalf("hash of a file of its size: %d bytes of checksums, %v; want %d", len(sums), err, SumsLen(1<<20))
+	}
+	if got, want := budget.left.Load(), MaxSums-SumsLen(1<<20); got != want {
+		t.Errorf("budget after kept checksums = %d, want %d", got, want)
+	}
+	// The file grew since it was stated.
+	if _, sums, err := hashFile(t.Context(), path, 2<<20, budget); err != nil || sums != nil {
+		t.Fatalf("hash of a file of another size: %d bytes of checksums, %v; want none", len(sums), err)
+	}
+	if got, want := budget.left.Load(), MaxSums-SumsLen(1<<20); got != want {
+		t.Errorf("budget after checksums not kept = %d, want %d", got, want)
+	}
+	if _, _, err := hashFile(t.Context(), path+".gone", 1<<20, budget); err == nil {
+		t.Fatal("hash of a missing file succeeded")
+	}
+	if got, want := budget.left.Load(), MaxSums-SumsLen(1<<20); got != want {
+		t.Errorf("budget after a failed hash = %d, want %d", got, want)
 	}
 }

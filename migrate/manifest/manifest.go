@@ -170,7 +170,7 @@ func (m *Manifest) HashWhere(ctx context.Context, root string, need func(e *Entr
 	errs := make([]error, len(todo))
 	parallel(ctx, hashWorkers, len(todo), func(k int) bool {
 		e := todo[k]
-		e.SHA256, e.sums, errs[k] = hashFile(ctx, root+"/"+e.Path, e.Size, budget.take(e.Size))
+		e.SHA256, e.sums, errs[k] = hashFile(ctx, root+"/"+e.Path, e.Size, budget)
 		return errs[k] == nil
 	})
 	if err := ctx.Err(); err != nil {

@@ -248,7 +248,7 @@ func (w *walker) finish(m *Manifest) error {
 		}
 		r, ok := sums[i]
 		if !ok {
-			r.sum, r.sums, r.err = hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget.take(e.Size))
+			r.sum, r.sums, r.err = hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget)
 		}
 		if errors.Is(r.err, fs.ErrNotExist) {
 			// Another link of the same inode, if any, takes its place.
@@ -362,7 +362,7 @@ func (w *walker) prefetch(m *Manifest) (map[int]hashResult, error) {
 	results := make([]hashResult, len(todo))
 	parallel(w.ctx, hashWorkers, len(todo), func(k int) bool {
 		e := &m.Entries[todo[k]]
-		sum, sums, err := hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget.take(e.Size))
+		sum, sums, err := hashFile(w.ctx, w.abs(e.Path), e.Size, w.budget)
 		results[k] = hashResult{sum, sums, err}
 		return err == nil || errors.Is(err, fs.ErrNotExist)
 	})

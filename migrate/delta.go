@@ -64,7 +64,7 @@ func (r *run) sendDelta(ctx context.Context, e, have *manifest.Entry, c *agent.C
 		err  error
 	}
 	lc := make(chan local, 1)
-	if kept := e.BlockSums(); e.SHA256 != "" && int64(len(kept)) == manifest.SumsLen(e.Size) {
+	if kept := e.BlockSums(); e.SHA256 != "" && kept != nil {
 		lc <- local{kept, e.SHA256, nil}
 	} else {
 		go func() {

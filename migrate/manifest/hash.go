@@ -79,7 +79,12 @@ func AppendBlockSums(dst, b []byte, bs int) []byte {
 // BlockSums returns the checksums of the blocks (of BlockSize(Size) bytes)
 // of the content that SHA256 is the hash of, taken in the same read; nil
 // when they were not kept.
-func (e *Entry) BlockSums() []byte { return e.sums }
+func (e *Entry) BlockSums() []byte {
+	if int64(len(e.sums)) != SumsLen(e.Size) {
+		return nil // of other content than the entry's size says
+	}
+	return e.sums
+}
 
 // sumsBudget is what is left of MaxSums.
 type sumsBudget struct{ left atomic.Int64 }

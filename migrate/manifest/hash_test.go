@@ -153,3 +153,17 @@ func TestHashBudget(t *testing.T) {
 		t.Errorf("budget after a failed hash = %d, want %d", got, want)
 	}
 }
+
+// TestBlockSumsOfSize: an entry's block checksums are given only when
+// they fit its size.
+func TestBlockSumsOfSize(t *testing.T) {
+	sums := make([]byte, SumsLen(2<<20))
+	e := Entry{Size: 2 << 20, sums: sums}
+	if got := e.BlockSums(); len(got) != len(sums) {
+		t.Errorf("checksums of an entry of their size: %d bytes, want %d", len(got), len(sums))
+	}
+	e.Size = 3 << 20
+	if got := e.BlockSums(); got != nil {
+		t.Errorf("checksums of an entry of another size: %d bytes, want none", len(got))
+	}
+}
